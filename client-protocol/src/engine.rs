@@ -1,20 +1,45 @@
-//! The sans-IO server sync engine. (Interface fixed; implementation in progress.)
+//! The sans-IO server sync engine.
 //!
 //! The host calls [`Engine::handle`] with an [`Input`] and the current time and carries out the returned
-//! [`Effect`]s in order. Durable before acknowledged: changes a peer sends are answered, and forwarded to
-//! other peers, only after the host reports the [`Effect::Persist`] carrying them as
-//! [`Input::WriteDurable`].
+//! [`Effect`]s in order. The engine never blocks and never does I/O.
+//!
+//! Invariants:
+//! - **Durable before acknowledged.** Changes a peer sends are applied to the in-memory document and
+//!   handed to the host as one [`Effect::Persist`]. Until the host reports [`Input::WriteDurable`], no
+//!   sync message for that document is generated for anyone (the sender's reply would carry heads that
+//!   include the new changes, and other peers would receive them). Messages arriving meanwhile queue up
+//!   and are applied together in the next step, which is also what batches work on hot documents.
+//! - A fresh [`automerge::sync::State`] per (connection, document); never reused across connections.
+//! - Nothing is sent to a connection before `peer`; every message we send carries our PeerId as
+//!   `senderId` and the connection's PeerId as `targetId`.
+//! - `request`/`sync` are answered only after storage was checked for the document.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use automerge::Automerge;
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash};
 
-use crate::DocumentId;
+use crate::{DocumentId, Message, PeerMetadata, codec};
 
 /// The host's handle for one connection (one WebSocket).
 pub type ConnectionId = u64;
 /// Identifies one [`Effect::Persist`]; the host answers with [`Input::WriteDurable`] or [`Input::WriteFailed`].
 pub type WriteId = u64;
+
+/// WebSocket close codes the engine uses.
+pub mod close_code {
+    /// Normal closure (a `leave`, or a newer connection of the same peer).
+    pub const NORMAL: u16 = 1000;
+    /// Protocol error (unsupported version).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A frame that does not decode.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy violation (no `join` in time).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// The server failed (a storage write failed).
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
 
 /// Fixed settings of an engine.
 #[derive(Debug, Clone)]
@@ -27,6 +52,8 @@ pub struct EngineConfig {
     pub join_timeout: Duration,
     /// After this many appended chunks a document is rewritten as one snapshot.
     pub compact_after_chunks: u32,
+    /// A document no connection has open is dropped from memory after this long.
+    pub idle_evict: Duration,
 }
 
 impl EngineConfig {
@@ -36,6 +63,7 @@ impl EngineConfig {
             storage_id: storage_id.into(),
             join_timeout: Duration::from_secs(10),
             compact_after_chunks: 64,
+            idle_evict: Duration::from_secs(300),
         }
     }
 }
@@ -54,32 +82,17 @@ pub enum LoadResult {
 /// Everything that can happen to the engine.
 #[derive(Debug)]
 pub enum Input {
-    Connected {
-        conn: ConnectionId,
-    },
+    Connected { conn: ConnectionId },
     /// One binary WebSocket frame.
-    FrameReceived {
-        conn: ConnectionId,
-        frame: Vec<u8>,
-    },
-    Disconnected {
-        conn: ConnectionId,
-    },
+    FrameReceived { conn: ConnectionId, frame: Vec<u8> },
+    Disconnected { conn: ConnectionId },
     /// The answer to [`Effect::Load`].
-    StorageLoaded {
-        doc: DocumentId,
-        result: LoadResult,
-    },
+    StorageLoaded { doc: DocumentId, result: LoadResult },
     /// The [`Effect::Persist`] with this id is on disk (fsynced).
-    WriteDurable {
-        write: WriteId,
-    },
+    WriteDurable { write: WriteId },
     /// The [`Effect::Persist`] with this id failed; nothing in it may be acknowledged.
-    WriteFailed {
-        write: WriteId,
-        error: String,
-    },
-    /// Time passed; closes connections that never joined.
+    WriteFailed { write: WriteId, error: String },
+    /// Time passed: closes connections that never joined, evicts idle documents.
     Tick,
 }
 
@@ -112,39 +125,670 @@ pub enum Effect {
         doc: DocumentId,
         op: PersistOp,
     },
-    /// Close the connection (after sending everything emitted before this effect).
+    /// Close the connection (after sending everything emitted before this effect). The engine has
+    /// already forgotten the connection; a later `Disconnected` for it is ignored.
     Close {
         conn: ConnectionId,
         reason: CloseReason,
     },
 }
 
+enum ConnectionState {
+    AwaitingJoin { since: Instant },
+    Joined { peer_id: String },
+}
+
+struct Connection {
+    state: ConnectionState,
+    /// Documents this connection has sent `request`/`sync` for (or is waiting for).
+    docs: HashSet<DocumentId>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SyncKind {
+    Request,
+    Sync,
+}
+
+struct PendingMessage {
+    conn: ConnectionId,
+    kind: SyncKind,
+    message: sync::Message,
+}
+
+enum DocState {
+    Loading,
+    Ready(Box<Automerge>),
+    /// Not in storage; kept only while connections wait for it.
+    Absent,
+    /// Storage failed for it; served as unavailable, never written.
+    Failed,
+}
+
+struct InFlightWrite {
+    write: WriteId,
+    heads: Vec<ChangeHash>,
+    snapshot: bool,
+}
+
+struct DocEntry {
+    state: DocState,
+    /// Connections syncing this document, each with its own sync state.
+    peers: HashMap<ConnectionId, sync::State>,
+    /// Connections told `doc-unavailable`, synced as soon as the document turns up.
+    wanting: HashSet<ConnectionId>,
+    /// Messages received but not yet applied (while loading or while a write is in flight).
+    pending: Vec<PendingMessage>,
+    in_flight: Option<InFlightWrite>,
+    /// Heads of what storage holds durably.
+    persisted_heads: Vec<ChangeHash>,
+    chunks_since_snapshot: u32,
+    last_active: Instant,
+}
+
+impl DocEntry {
+    fn new(state: DocState, now: Instant) -> Self {
+        Self {
+            state,
+            peers: HashMap::new(),
+            wanting: HashSet::new(),
+            pending: Vec::new(),
+            in_flight: None,
+            persisted_heads: Vec::new(),
+            chunks_since_snapshot: 0,
+            last_active: now,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.peers.is_empty()
+            && self.wanting.is_empty()
+            && self.pending.is_empty()
+            && self.in_flight.is_none()
+            && !matches!(self.state, DocState::Loading)
+    }
+}
+
 /// The engine. One per server.
 pub struct Engine {
-    #[allow(dead_code)]
     config: EngineConfig,
+    connections: HashMap<ConnectionId, Connection>,
+    /// The live connection of each joined PeerId (the newest wins).
+    peer_connections: HashMap<String, ConnectionId>,
+    docs: HashMap<DocumentId, DocEntry>,
+    writes: HashMap<WriteId, DocumentId>,
+    next_write: WriteId,
+    /// Last ephemeral `count` seen per (senderId, sessionId).
+    ephemeral_seen: HashMap<(String, String), u64>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            connections: HashMap::new(),
+            peer_connections: HashMap::new(),
+            docs: HashMap::new(),
+            writes: HashMap::new(),
+            next_write: 1,
+            ephemeral_seen: HashMap::new(),
+        }
     }
 
     /// Feeds one input; effects are appended to `out` in the order the host must carry them out.
-    pub fn handle(&mut self, _now: Instant, _input: Input, _out: &mut Vec<Effect>) {}
+    pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::Connected { conn } => {
+                self.connections.insert(
+                    conn,
+                    Connection {
+                        state: ConnectionState::AwaitingJoin { since: now },
+                        docs: HashSet::new(),
+                    },
+                );
+            }
+            Input::FrameReceived { conn, frame } => self.frame_received(now, conn, &frame, out),
+            Input::Disconnected { conn } => self.forget_connection(conn),
+            Input::StorageLoaded { doc, result } => self.storage_loaded(now, doc, result, out),
+            Input::WriteDurable { write } => self.write_durable(now, write, out),
+            Input::WriteFailed { write, error } => self.write_failed(write, &error, out),
+            Input::Tick => self.tick(now, out),
+        }
+    }
 
     /// Connections currently known (joined or not).
     pub fn connection_count(&self) -> usize {
-        0
+        self.connections.len()
     }
 
     /// Documents held in memory.
     pub fn resident_document_count(&self) -> usize {
-        0
+        self.docs
+            .values()
+            .filter(|d| matches!(d.state, DocState::Ready(_)))
+            .count()
+    }
+
+    /// Writes handed to the host and not yet reported durable or failed.
+    pub fn writes_in_flight(&self) -> usize {
+        self.writes.len()
     }
 
     /// A resident document, for read-only inspection by the host.
-    pub fn document(&self, _doc: &DocumentId) -> Option<&Automerge> {
-        None
+    pub fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
+        match &self.docs.get(doc)?.state {
+            DocState::Ready(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn frame_received(&mut self, now: Instant, conn: ConnectionId, frame: &[u8], out: &mut Vec<Effect>) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return; // closed by us already; late frames are dropped
+        };
+        let message = match codec::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = format!("connection {conn}: undecodable frame: {e}");
+                return self.close(conn, close_code::INVALID_PAYLOAD, reason, out);
+            }
+        };
+        match &connection.state {
+            ConnectionState::AwaitingJoin { .. } => {
+                // Like the JS server, anything but `join` before the handshake is dropped.
+                if let Message::Join {
+                    sender_id,
+                    supported_protocol_versions,
+                    ..
+                } = message
+                {
+                    self.join(conn, sender_id, supported_protocol_versions, out);
+                }
+            }
+            ConnectionState::Joined { peer_id } => {
+                let peer_id = peer_id.clone();
+                self.joined_message(now, conn, peer_id, message, out);
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnectionId,
+        sender_id: String,
+        versions: Option<Vec<String>>,
+        out: &mut Vec<Effect>,
+    ) {
+        let supported = versions.is_none_or(|v| v.iter().any(|v| v == "1"));
+        if !supported {
+            let error = Message::Error {
+                message: "unsupported protocol version".to_owned(),
+                sender_id: Some(self.config.peer_id.clone()),
+                target_id: Some(sender_id),
+            };
+            out.push(Effect::Send {
+                conn,
+                frame: codec::encode(&error),
+            });
+            let reason = format!("connection {conn}: unsupported protocol version (only \"1\")");
+            return self.close(conn, close_code::PROTOCOL_ERROR, reason, out);
+        }
+        // The newest connection of a PeerId wins, as in the JS server.
+        if let Some(old) = self.peer_connections.insert(sender_id.clone(), conn) {
+            if old != conn {
+                let reason = format!("connection {old}: superseded by a newer connection of the same peer");
+                self.close(old, close_code::NORMAL, reason, out);
+                self.peer_connections.insert(sender_id.clone(), conn);
+            }
+        }
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.state = ConnectionState::Joined {
+                peer_id: sender_id.clone(),
+            };
+        }
+        let peer = Message::Peer {
+            sender_id: self.config.peer_id.clone(),
+            target_id: sender_id,
+            selected_protocol_version: "1".to_owned(),
+            peer_metadata: Some(PeerMetadata {
+                storage_id: Some(self.config.storage_id.clone()),
+                is_ephemeral: false,
+            }),
+        };
+        out.push(Effect::Send {
+            conn,
+            frame: codec::encode(&peer),
+        });
+    }
+
+    fn joined_message(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        peer_id: String,
+        message: Message,
+        out: &mut Vec<Effect>,
+    ) {
+        match message {
+            Message::Join {
+                sender_id,
+                supported_protocol_versions,
+                ..
+            } => self.join(conn, sender_id, supported_protocol_versions, out),
+            Message::Request { document_id, data, .. } => {
+                self.sync_received(now, conn, document_id, SyncKind::Request, &data, out)
+            }
+            Message::Sync { document_id, data, .. } => {
+                self.sync_received(now, conn, document_id, SyncKind::Sync, &data, out)
+            }
+            Message::Ephemeral {
+                sender_id,
+                document_id,
+                count,
+                session_id,
+                data,
+                ..
+            } => self.relay_ephemeral(conn, sender_id, document_id, count, session_id, data, out),
+            Message::Leave { .. } => {
+                let reason = format!("connection {conn} ({peer_id}): peer left");
+                self.close(conn, close_code::NORMAL, reason, out)
+            }
+            // Gossip, their doc-unavailable, errors and unknown types need no answer.
+            Message::DocUnavailable { .. }
+            | Message::RemoteSubscriptionChange { .. }
+            | Message::RemoteHeadsChanged { .. }
+            | Message::Error { .. }
+            | Message::Peer { .. }
+            | Message::Unknown { .. } => {}
+        }
+    }
+
+    fn sync_received(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        doc: DocumentId,
+        kind: SyncKind,
+        data: &[u8],
+        out: &mut Vec<Effect>,
+    ) {
+        let message = match sync::Message::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = format!("connection {conn}: bad sync message for document {doc}: {e}");
+                return self.close(conn, close_code::INVALID_PAYLOAD, reason, out);
+            }
+        };
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.docs.insert(doc.clone());
+        }
+        let entry = self.docs.entry(doc.clone()).or_insert_with(|| {
+            out.push(Effect::Load { doc: doc.clone() });
+            DocEntry::new(DocState::Loading, now)
+        });
+        entry.last_active = now;
+        entry.wanting.remove(&conn);
+        entry.pending.push(PendingMessage { conn, kind, message });
+        self.process(&doc, out);
+    }
+
+    /// Applies what is pending for `doc` if its state allows, and answers.
+    fn process(&mut self, doc_id: &DocumentId, out: &mut Vec<Effect>) {
+        let Some(entry) = self.docs.get_mut(doc_id) else {
+            return;
+        };
+        if entry.pending.is_empty() || entry.in_flight.is_some() {
+            return;
+        }
+        match &entry.state {
+            DocState::Loading => {}
+            DocState::Failed => {
+                for p in std::mem::take(&mut entry.pending) {
+                    entry.peers.remove(&p.conn);
+                    send_unavailable(&self.config, &self.connections, p.conn, doc_id, out);
+                }
+            }
+            DocState::Absent => {
+                // A peer that has changes (or heads) pushes the document: it exists from now on.
+                let someone_has_it = entry
+                    .pending
+                    .iter()
+                    .any(|p| !p.message.heads.is_empty() || !p.message.changes.is_empty());
+                if someone_has_it {
+                    entry.state = DocState::Ready(Box::new(Automerge::new()));
+                    self.apply_pending(doc_id, out);
+                } else {
+                    for p in std::mem::take(&mut entry.pending) {
+                        if self.connections.contains_key(&p.conn) {
+                            entry.wanting.insert(p.conn);
+                            send_unavailable(&self.config, &self.connections, p.conn, doc_id, out);
+                        }
+                    }
+                    self.drop_if_idle(doc_id);
+                }
+            }
+            DocState::Ready(_) => self.apply_pending(doc_id, out),
+        }
+    }
+
+    /// Applies every pending message of a ready document in one step, then persists or answers.
+    fn apply_pending(&mut self, doc_id: &DocumentId, out: &mut Vec<Effect>) {
+        let Some(entry) = self.docs.get_mut(doc_id) else {
+            return;
+        };
+        let DocState::Ready(doc) = &mut entry.state else {
+            return;
+        };
+        let mut pending = std::mem::take(&mut entry.pending);
+        let senders: HashSet<ConnectionId> = pending.iter().map(|p| p.conn).collect();
+        let before = doc.get_heads();
+
+        // All changes first, in one call: applying costs grow with history, so one batch per document.
+        let mut offenders: Vec<(ConnectionId, String)> = Vec::new();
+        let mut had_changes = vec![false; pending.len()];
+        let mut all_changes = Vec::new();
+        for (i, p) in pending.iter_mut().enumerate() {
+            if !p.message.changes.is_empty() {
+                had_changes[i] = true;
+                for chunk in p.message.changes.iter() {
+                    all_changes.extend_from_slice(chunk);
+                }
+            }
+        }
+        if !all_changes.is_empty() && doc.load_incremental(&all_changes).is_err() {
+            // Some peer sent a broken change: find it by applying message by message.
+            for p in pending.iter() {
+                if p.message.changes.is_empty() {
+                    continue;
+                }
+                let mut bytes = Vec::new();
+                for chunk in p.message.changes.iter() {
+                    bytes.extend_from_slice(chunk);
+                }
+                if let Err(e) = doc.load_incremental(&bytes) {
+                    offenders.push((p.conn, format!("invalid changes for document {doc_id}: {e}")));
+                }
+            }
+        }
+        for (i, p) in pending.into_iter().enumerate() {
+            let PendingMessage { conn, kind, mut message } = p;
+            if offenders.iter().any(|(c, _)| *c == conn) || !self.connections.contains_key(&conn) {
+                continue; // a departed peer's changes are kept, its sync state is not
+            }
+            message.changes = sync::ChunkList::empty();
+            let state = entry.peers.entry(conn).or_default();
+            // With the changes already applied, receive_sync_message would think we already told this
+            // peer our (new) heads; restore its view so the reply acknowledges them.
+            let last_sent = state.last_sent_heads.clone();
+            if let Err(e) = doc.receive_sync_message(state, message) {
+                offenders.push((conn, format!("sync message for document {doc_id} failed: {e}")));
+                continue;
+            }
+            if had_changes[i] {
+                state.last_sent_heads = last_sent;
+            }
+            if kind == SyncKind::Request && doc.get_heads().is_empty() {
+                // We only hold an empty placeholder: to a requester that is "unavailable".
+                entry.peers.remove(&conn);
+                entry.wanting.insert(conn);
+                send_unavailable(&self.config, &self.connections, conn, doc_id, out);
+            }
+        }
+        let after = doc.get_heads();
+        if after != before {
+            let snapshot = entry.chunks_since_snapshot + 1 >= self.config.compact_after_chunks;
+            let op = if snapshot {
+                PersistOp::Snapshot(doc.save())
+            } else {
+                PersistOp::Append(doc.save_after(&entry.persisted_heads))
+            };
+            let write = self.next_write;
+            self.next_write += 1;
+            entry.in_flight = Some(InFlightWrite {
+                write,
+                heads: after,
+                snapshot,
+            });
+            self.writes.insert(write, doc_id.clone());
+            out.push(Effect::Persist {
+                write,
+                doc: doc_id.clone(),
+                op,
+            });
+        } else {
+            // Nothing new to store: only the senders' states changed, so only they may need a reply.
+            let peers = entry.peers.iter_mut().filter(|(c, _)| senders.contains(c));
+            generate_for(&self.config, &self.connections, doc_id, doc, peers, out);
+        }
+        for (conn, reason) in offenders {
+            self.close(conn, close_code::INVALID_PAYLOAD, format!("connection {conn}: {reason}"), out);
+        }
+    }
+
+    fn write_durable(&mut self, now: Instant, write: WriteId, out: &mut Vec<Effect>) {
+        let Some(doc_id) = self.writes.remove(&write) else {
+            return;
+        };
+        let Some(entry) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        let Some(in_flight) = entry.in_flight.take_if(|w| w.write == write) else {
+            return;
+        };
+        entry.persisted_heads = in_flight.heads;
+        entry.chunks_since_snapshot = if in_flight.snapshot {
+            0
+        } else {
+            entry.chunks_since_snapshot + 1
+        };
+        entry.last_active = now;
+        if let DocState::Ready(doc) = &entry.state {
+            // Peers that were told "unavailable" get the document now.
+            for conn in std::mem::take(&mut entry.wanting) {
+                entry.peers.entry(conn).or_default();
+            }
+            generate_for(&self.config, &self.connections, &doc_id, doc, entry.peers.iter_mut(), out);
+        }
+        self.process(&doc_id, out);
+    }
+
+    fn write_failed(&mut self, write: WriteId, error: &str, out: &mut Vec<Effect>) {
+        let Some(doc_id) = self.writes.remove(&write) else {
+            return;
+        };
+        // The in-memory document holds changes that are not durable: drop it so nothing undurable is
+        // ever acknowledged, and close its peers so they resend after reconnecting.
+        let Some(entry) = self.docs.remove(&doc_id) else {
+            return;
+        };
+        let conns: HashSet<ConnectionId> = entry
+            .peers
+            .keys()
+            .chain(entry.wanting.iter())
+            .chain(entry.pending.iter().map(|p| &p.conn))
+            .copied()
+            .collect();
+        for conn in conns {
+            let reason = format!("connection {conn}: storage write for document {doc_id} failed: {error}");
+            self.close(conn, close_code::INTERNAL_ERROR, reason, out);
+        }
+    }
+
+    fn storage_loaded(&mut self, now: Instant, doc_id: DocumentId, result: LoadResult, out: &mut Vec<Effect>) {
+        let Some(entry) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        if !matches!(entry.state, DocState::Loading) {
+            return;
+        }
+        entry.last_active = now;
+        entry.state = match result {
+            LoadResult::Found(doc) => {
+                entry.persisted_heads = doc.get_heads();
+                DocState::Ready(doc)
+            }
+            LoadResult::NotFound => DocState::Absent,
+            LoadResult::Failed(_) => DocState::Failed,
+        };
+        self.process(&doc_id, out);
+        self.drop_if_idle(&doc_id);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn relay_ephemeral(
+        &mut self,
+        conn: ConnectionId,
+        sender_id: String,
+        doc_id: DocumentId,
+        count: u64,
+        session_id: String,
+        data: Vec<u8>,
+        out: &mut Vec<Effect>,
+    ) {
+        let key = (sender_id, session_id);
+        match self.ephemeral_seen.get(&key) {
+            Some(last) if count <= *last => return,
+            _ => {}
+        }
+        let (sender_id, session_id) = key;
+        self.ephemeral_seen
+            .insert((sender_id.clone(), session_id.clone()), count);
+        let Some(entry) = self.docs.get(&doc_id) else {
+            return;
+        };
+        let targets: HashSet<ConnectionId> =
+            entry.peers.keys().chain(entry.wanting.iter()).copied().collect();
+        for target in targets {
+            if target == conn {
+                continue;
+            }
+            let Some(target_peer) = joined_peer_id(&self.connections, target) else {
+                continue;
+            };
+            let message = Message::Ephemeral {
+                sender_id: sender_id.clone(),
+                target_id: target_peer.to_owned(),
+                document_id: doc_id.clone(),
+                count,
+                session_id: session_id.clone(),
+                data: data.clone(),
+            };
+            out.push(Effect::Send {
+                conn: target,
+                frame: codec::encode(&message),
+            });
+        }
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let timeout = self.config.join_timeout;
+        let late: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| match c.state {
+                ConnectionState::AwaitingJoin { since } => now.saturating_duration_since(since) >= timeout,
+                ConnectionState::Joined { .. } => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in late {
+            let reason = format!("connection {conn}: no join within {}s", timeout.as_secs());
+            self.close(conn, close_code::POLICY_VIOLATION, reason, out);
+        }
+        let evict = self.config.idle_evict;
+        self.docs
+            .retain(|_, d| !(d.is_idle() && now.saturating_duration_since(d.last_active) >= evict));
+    }
+
+    /// Emits `Close` and forgets the connection at once, so nothing more is sent to it.
+    fn close(&mut self, conn: ConnectionId, code: u16, reason: String, out: &mut Vec<Effect>) {
+        if self.connections.contains_key(&conn) {
+            self.forget_connection(conn);
+            out.push(Effect::Close {
+                conn,
+                reason: CloseReason { code, reason },
+            });
+        }
+    }
+
+    fn forget_connection(&mut self, conn: ConnectionId) {
+        let Some(connection) = self.connections.remove(&conn) else {
+            return;
+        };
+        if let ConnectionState::Joined { peer_id } = &connection.state {
+            if self.peer_connections.get(peer_id) == Some(&conn) {
+                self.peer_connections.remove(peer_id);
+                self.ephemeral_seen.retain(|(sender, _), _| sender != peer_id);
+            }
+        }
+        for doc_id in connection.docs {
+            if let Some(entry) = self.docs.get_mut(&doc_id) {
+                entry.peers.remove(&conn);
+                entry.wanting.remove(&conn);
+                // Pending messages stay: their changes are still applied and stored.
+            }
+        }
+    }
+
+    fn drop_if_idle(&mut self, doc_id: &DocumentId) {
+        if let Some(entry) = self.docs.get(doc_id) {
+            let placeholder = matches!(entry.state, DocState::Absent | DocState::Failed);
+            if placeholder && entry.is_idle() {
+                self.docs.remove(doc_id);
+            }
+        }
+    }
+}
+
+fn joined_peer_id(connections: &HashMap<ConnectionId, Connection>, conn: ConnectionId) -> Option<&str> {
+    match &connections.get(&conn)?.state {
+        ConnectionState::Joined { peer_id } => Some(peer_id),
+        ConnectionState::AwaitingJoin { .. } => None,
+    }
+}
+
+fn send_unavailable(
+    config: &EngineConfig,
+    connections: &HashMap<ConnectionId, Connection>,
+    conn: ConnectionId,
+    doc_id: &DocumentId,
+    out: &mut Vec<Effect>,
+) {
+    let Some(peer) = joined_peer_id(connections, conn) else {
+        return;
+    };
+    let message = Message::DocUnavailable {
+        sender_id: config.peer_id.clone(),
+        target_id: peer.to_owned(),
+        document_id: doc_id.clone(),
+    };
+    out.push(Effect::Send {
+        conn,
+        frame: codec::encode(&message),
+    });
+}
+
+/// One outgoing sync message per peer that has something to hear (none when `generate` says so).
+fn generate_for<'a>(
+    config: &EngineConfig,
+    connections: &HashMap<ConnectionId, Connection>,
+    doc_id: &DocumentId,
+    doc: &Automerge,
+    peers: impl Iterator<Item = (&'a ConnectionId, &'a mut sync::State)>,
+    out: &mut Vec<Effect>,
+) {
+    for (conn, state) in peers {
+        let Some(peer) = joined_peer_id(connections, *conn) else {
+            continue;
+        };
+        if let Some(message) = doc.generate_sync_message(state) {
+            let frame = codec::encode(&Message::Sync {
+                sender_id: config.peer_id.clone(),
+                target_id: peer.to_owned(),
+                document_id: doc_id.clone(),
+                data: message.encode(),
+            });
+            out.push(Effect::Send { conn: *conn, frame });
+        }
     }
 }

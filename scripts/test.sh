@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v node >/dev/null || { echo "node (20+) is required for the JS interop tests" >&2; exit 1; }
+# JS client packages pinned by tests/js/package-lock.json.
+if [ -f tests/js/package-lock.json ]; then
+  npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The binary is used by the tests that kill and restart a real server process.
+cargo build --locked -p driftless-server --bin driftless
+cargo test --workspace --locked -- --test-threads=2
