@@ -267,9 +267,7 @@ impl Host {
                 if self.loader.load(doc.clone()).is_err() {
                     error!(%doc, "document loader has stopped; reporting the load failed");
                     let _ = self.internal_tx.send(Input::StorageLoaded {
-                        result: LoadResult::Failed(format!(
-                            "document {doc}: loader has stopped"
-                        )),
+                        result: LoadResult::Failed(format!("document {doc}: loader has stopped")),
                         doc,
                     });
                 }

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use driftless_client_protocol::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,7 +70,10 @@ impl IntoResponse for ApiError {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -79,11 +82,16 @@ async fn get_doc(
     State(state): State<AppState>,
     Path(document_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let doc: DocumentId = document_id
-        .parse()
-        .map_err(|e: driftless_client_protocol::DocumentIdError| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_document_id", e.to_string())
-        })?;
+    let doc: DocumentId =
+        document_id
+            .parse()
+            .map_err(|e: driftless_client_protocol::DocumentIdError| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_document_id",
+                    e.to_string(),
+                )
+            })?;
     // Through the engine thread, so a resident document answers with its current state.
     let (reply, answer) = oneshot::channel();
     let lookup = HostInput::GetDocJson {

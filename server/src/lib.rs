@@ -50,7 +50,13 @@ pub fn server_peer_id(storage_id: &str) -> String {
         .unwrap_or_else(|_| "unknown".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let short: String = storage_id.chars().take(8).collect();
     format!("driftless-{host}-{short}")
@@ -97,9 +103,14 @@ pub async fn run(
     };
     let loader = {
         let tx = internal_tx.clone();
-        loader::Loader::spawn(storage.clone(), LOADER_THREADS, metrics.clone(), move |input| {
-            let _ = tx.send(input);
-        })
+        loader::Loader::spawn(
+            storage.clone(),
+            LOADER_THREADS,
+            metrics.clone(),
+            move |input| {
+                let _ = tx.send(input);
+            },
+        )
         .context("cannot start the loader threads")?
     };
     let storage_id = storage.storage_id().to_owned();
@@ -131,7 +142,9 @@ pub async fn run(
         },
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let local_addr = listener.local_addr().context("listener has no local address")?;
+    let local_addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use driftless_server::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "driftless", version, about = "An automerge-repo compatible sync server")]
+#[command(
+    name = "driftless",
+    version,
+    about = "An automerge-repo compatible sync server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,7 +110,11 @@ mod tests {
     fn serve_flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:4000\"\nmax_message_bytes = 2048\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\nmax_message_bytes = 2048\n",
+        )
+        .unwrap();
         let cli = Cli::try_parse_from([
             "driftless",
             "serve",

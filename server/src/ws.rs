@@ -30,7 +30,7 @@ pub const OUTBOUND_QUEUE: usize = 1024;
 /// Longest a single socket write may take before the connection is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long we wait for the peer's close frame after sending ours.
-const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
@@ -161,10 +161,8 @@ async fn write_loop(
     metrics: &Metrics,
     alive: &AtomicBool,
 ) -> End {
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + PING_INTERVAL,
-        PING_INTERVAL,
-    );
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -210,7 +208,9 @@ async fn send(
             Ok(())
         }
         Ok(Err(e)) => Err(End::Failed(e.to_string())),
-        Err(_) => Err(End::Failed(format!("send timed out after {SEND_TIMEOUT:?}"))),
+        Err(_) => Err(End::Failed(format!(
+            "send timed out after {SEND_TIMEOUT:?}"
+        ))),
     }
 }
 
