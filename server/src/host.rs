@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use automerge::Automerge;
 use driftless_client_protocol::DocumentId;
 use driftless_client_protocol::engine::{
-    CloseReason, ConnectionId, Effect, Engine, EngineConfig, Input, LoadResult,
+    CloseReason, ConnectionId, Effect, Engine, Input, LoadResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -40,6 +41,26 @@ pub fn shutdown_reason() -> CloseReason {
     CloseReason {
         code: SHUTDOWN_CLOSE_CODE,
         reason: SHUTDOWN_CLOSE_REASON.into(),
+    }
+}
+
+/// The engine as the host drives it. [`Engine`] is the implementation; tests substitute scripted
+/// engines to check how the host carries out effects.
+pub trait SyncEngine: Send + 'static {
+    fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>);
+    fn resident_document_count(&self) -> usize;
+    fn document(&self, doc: &DocumentId) -> Option<&Automerge>;
+}
+
+impl SyncEngine for Engine {
+    fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        Engine::handle(self, now, input, out);
+    }
+    fn resident_document_count(&self) -> usize {
+        Engine::resident_document_count(self)
+    }
+    fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
+        Engine::document(self, doc)
     }
 }
 
@@ -86,8 +107,8 @@ impl Conn {
 }
 
 /// Everything the engine thread needs.
-pub struct HostParts {
-    pub engine_config: EngineConfig,
+pub struct HostParts<E> {
+    pub engine: E,
     pub net_rx: mpsc::Receiver<HostInput>,
     pub internal_rx: mpsc::UnboundedReceiver<Input>,
     /// For reporting a failed hand-off (writer or loader gone) back to ourselves.
@@ -101,7 +122,7 @@ pub struct HostParts {
 
 /// Starts the engine thread. It returns after shutdown, once writes drained and connections closed;
 /// dropping its write queue and loader then lets those threads finish.
-pub fn spawn(parts: HostParts) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn<E: SyncEngine>(parts: HostParts<E>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("driftless-engine".into())
         .spawn(move || {
@@ -119,8 +140,8 @@ pub fn spawn(parts: HostParts) -> std::io::Result<JoinHandle<()>> {
         })
 }
 
-struct Host {
-    engine: Engine,
+struct Host<E> {
+    engine: E,
     conns: HashMap<ConnectionId, Conn>,
     internal_tx: mpsc::UnboundedSender<Input>,
     writes: WriteQueue,
@@ -134,9 +155,9 @@ struct Host {
     shutting_down: bool,
 }
 
-async fn run(parts: HostParts) {
+async fn run<E: SyncEngine>(parts: HostParts<E>) {
     let HostParts {
-        engine_config,
+        engine,
         mut net_rx,
         mut internal_rx,
         internal_tx,
@@ -146,7 +167,7 @@ async fn run(parts: HostParts) {
         mut stop,
     } = parts;
     let mut host = Host {
-        engine: Engine::new(engine_config),
+        engine,
         conns: HashMap::new(),
         internal_tx,
         writes,
@@ -220,7 +241,7 @@ async fn run(parts: HostParts) {
     info!("engine stopped");
 }
 
-impl Host {
+impl<E: SyncEngine> Host<E> {
     /// Feeds one input and carries out the effects in order.
     fn feed(&mut self, input: Input) {
         let mut effects = std::mem::take(&mut self.effects);

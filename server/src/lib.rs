@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use driftless_client_protocol::engine::EngineConfig;
+use driftless_client_protocol::engine::{Engine, EngineConfig};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -71,6 +71,17 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with_engine(listener, config, shutdown, Engine::new).await
+}
+
+/// [`run`] with another engine: tests drive the host with scripted engines.
+#[doc(hidden)]
+pub async fn run_with_engine<E: host::SyncEngine>(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    make_engine: impl FnOnce(EngineConfig) -> E,
 ) -> anyhow::Result<()> {
     if config.durability == Durability::None {
         warn!(
@@ -120,7 +131,7 @@ pub async fn run(
     let (net_tx, net_rx) = mpsc::channel(NETWORK_QUEUE);
     let (stop_engine, stop) = oneshot::channel();
     let engine_thread = host::spawn(host::HostParts {
-        engine_config: EngineConfig::new(peer_id, storage_id),
+        engine: make_engine(EngineConfig::new(peer_id, storage_id)),
         net_rx,
         internal_rx,
         internal_tx,
