@@ -131,7 +131,10 @@ pub async fn run_with_engine<E: host::SyncEngine>(
     let (net_tx, net_rx) = mpsc::channel(NETWORK_QUEUE);
     let (stop_engine, stop) = oneshot::channel();
     let engine_thread = host::spawn(host::HostParts {
-        engine: make_engine(EngineConfig::new(peer_id, storage_id)),
+        engine: make_engine(EngineConfig {
+            idle_evict: config.doc_idle_evict,
+            ..EngineConfig::new(peer_id, storage_id)
+        }),
         net_rx,
         internal_rx,
         internal_tx,
