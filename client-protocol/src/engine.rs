@@ -82,16 +82,31 @@ pub enum LoadResult {
 /// Everything that can happen to the engine.
 #[derive(Debug)]
 pub enum Input {
-    Connected { conn: ConnectionId },
+    Connected {
+        conn: ConnectionId,
+    },
     /// One binary WebSocket frame.
-    FrameReceived { conn: ConnectionId, frame: Vec<u8> },
-    Disconnected { conn: ConnectionId },
+    FrameReceived {
+        conn: ConnectionId,
+        frame: Vec<u8>,
+    },
+    Disconnected {
+        conn: ConnectionId,
+    },
     /// The answer to [`Effect::Load`].
-    StorageLoaded { doc: DocumentId, result: LoadResult },
+    StorageLoaded {
+        doc: DocumentId,
+        result: LoadResult,
+    },
     /// The [`Effect::Persist`] with this id is on disk (fsynced).
-    WriteDurable { write: WriteId },
+    WriteDurable {
+        write: WriteId,
+    },
     /// The [`Effect::Persist`] with this id failed; nothing in it may be acknowledged.
-    WriteFailed { write: WriteId, error: String },
+    WriteFailed {
+        write: WriteId,
+        error: String,
+    },
     /// Time passed: closes connections that never joined, evicts idle documents.
     Tick,
 }
@@ -282,7 +297,13 @@ impl Engine {
         }
     }
 
-    fn frame_received(&mut self, now: Instant, conn: ConnectionId, frame: &[u8], out: &mut Vec<Effect>) {
+    fn frame_received(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        frame: &[u8],
+        out: &mut Vec<Effect>,
+    ) {
         let Some(connection) = self.connections.get(&conn) else {
             return; // closed by us already; late frames are dropped
         };
@@ -334,12 +355,13 @@ impl Engine {
             return self.close(conn, close_code::PROTOCOL_ERROR, reason, out);
         }
         // The newest connection of a PeerId wins, as in the JS server.
-        if let Some(old) = self.peer_connections.insert(sender_id.clone(), conn) {
-            if old != conn {
-                let reason = format!("connection {old}: superseded by a newer connection of the same peer");
-                self.close(old, close_code::NORMAL, reason, out);
-                self.peer_connections.insert(sender_id.clone(), conn);
-            }
+        if let Some(old) = self.peer_connections.insert(sender_id.clone(), conn)
+            && old != conn
+        {
+            let reason =
+                format!("connection {old}: superseded by a newer connection of the same peer");
+            self.close(old, close_code::NORMAL, reason, out);
+            self.peer_connections.insert(sender_id.clone(), conn);
         }
         if let Some(c) = self.connections.get_mut(&conn) {
             c.state = ConnectionState::Joined {
@@ -375,12 +397,12 @@ impl Engine {
                 supported_protocol_versions,
                 ..
             } => self.join(conn, sender_id, supported_protocol_versions, out),
-            Message::Request { document_id, data, .. } => {
-                self.sync_received(now, conn, document_id, SyncKind::Request, &data, out)
-            }
-            Message::Sync { document_id, data, .. } => {
-                self.sync_received(now, conn, document_id, SyncKind::Sync, &data, out)
-            }
+            Message::Request {
+                document_id, data, ..
+            } => self.sync_received(now, conn, document_id, SyncKind::Request, &data, out),
+            Message::Sync {
+                document_id, data, ..
+            } => self.sync_received(now, conn, document_id, SyncKind::Sync, &data, out),
             Message::Ephemeral {
                 sender_id,
                 document_id,
@@ -428,7 +450,11 @@ impl Engine {
         });
         entry.last_active = now;
         entry.wanting.remove(&conn);
-        entry.pending.push(PendingMessage { conn, kind, message });
+        entry.pending.push(PendingMessage {
+            conn,
+            kind,
+            message,
+        });
         self.process(&doc, out);
     }
 
@@ -506,12 +532,19 @@ impl Engine {
                     bytes.extend_from_slice(chunk);
                 }
                 if let Err(e) = doc.load_incremental(&bytes) {
-                    offenders.push((p.conn, format!("invalid changes for document {doc_id}: {e}")));
+                    offenders.push((
+                        p.conn,
+                        format!("invalid changes for document {doc_id}: {e}"),
+                    ));
                 }
             }
         }
         for (i, p) in pending.into_iter().enumerate() {
-            let PendingMessage { conn, kind, mut message } = p;
+            let PendingMessage {
+                conn,
+                kind,
+                mut message,
+            } = p;
             if offenders.iter().any(|(c, _)| *c == conn) || !self.connections.contains_key(&conn) {
                 continue; // a departed peer's changes are kept, its sync state is not
             }
@@ -521,7 +554,10 @@ impl Engine {
             // peer our (new) heads; restore its view so the reply acknowledges them.
             let last_sent = state.last_sent_heads.clone();
             if let Err(e) = doc.receive_sync_message(state, message) {
-                offenders.push((conn, format!("sync message for document {doc_id} failed: {e}")));
+                offenders.push((
+                    conn,
+                    format!("sync message for document {doc_id} failed: {e}"),
+                ));
                 continue;
             }
             if had_changes[i] {
@@ -561,7 +597,12 @@ impl Engine {
             generate_for(&self.config, &self.connections, doc_id, doc, peers, out);
         }
         for (conn, reason) in offenders {
-            self.close(conn, close_code::INVALID_PAYLOAD, format!("connection {conn}: {reason}"), out);
+            self.close(
+                conn,
+                close_code::INVALID_PAYLOAD,
+                format!("connection {conn}: {reason}"),
+                out,
+            );
         }
     }
 
@@ -587,7 +628,14 @@ impl Engine {
             for conn in std::mem::take(&mut entry.wanting) {
                 entry.peers.entry(conn).or_default();
             }
-            generate_for(&self.config, &self.connections, &doc_id, doc, entry.peers.iter_mut(), out);
+            generate_for(
+                &self.config,
+                &self.connections,
+                &doc_id,
+                doc,
+                entry.peers.iter_mut(),
+                out,
+            );
         }
         self.process(&doc_id, out);
     }
@@ -609,12 +657,19 @@ impl Engine {
             .copied()
             .collect();
         for conn in conns {
-            let reason = format!("connection {conn}: storage write for document {doc_id} failed: {error}");
+            let reason =
+                format!("connection {conn}: storage write for document {doc_id} failed: {error}");
             self.close(conn, close_code::INTERNAL_ERROR, reason, out);
         }
     }
 
-    fn storage_loaded(&mut self, now: Instant, doc_id: DocumentId, result: LoadResult, out: &mut Vec<Effect>) {
+    fn storage_loaded(
+        &mut self,
+        now: Instant,
+        doc_id: DocumentId,
+        result: LoadResult,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(entry) = self.docs.get_mut(&doc_id) else {
             return;
         };
@@ -656,8 +711,12 @@ impl Engine {
         let Some(entry) = self.docs.get(&doc_id) else {
             return;
         };
-        let targets: HashSet<ConnectionId> =
-            entry.peers.keys().chain(entry.wanting.iter()).copied().collect();
+        let targets: HashSet<ConnectionId> = entry
+            .peers
+            .keys()
+            .chain(entry.wanting.iter())
+            .copied()
+            .collect();
         for target in targets {
             if target == conn {
                 continue;
@@ -686,7 +745,9 @@ impl Engine {
             .connections
             .iter()
             .filter(|(_, c)| match c.state {
-                ConnectionState::AwaitingJoin { since } => now.saturating_duration_since(since) >= timeout,
+                ConnectionState::AwaitingJoin { since } => {
+                    now.saturating_duration_since(since) >= timeout
+                }
                 ConnectionState::Joined { .. } => false,
             })
             .map(|(id, _)| *id)
@@ -715,11 +776,12 @@ impl Engine {
         let Some(connection) = self.connections.remove(&conn) else {
             return;
         };
-        if let ConnectionState::Joined { peer_id } = &connection.state {
-            if self.peer_connections.get(peer_id) == Some(&conn) {
-                self.peer_connections.remove(peer_id);
-                self.ephemeral_seen.retain(|(sender, _), _| sender != peer_id);
-            }
+        if let ConnectionState::Joined { peer_id } = &connection.state
+            && self.peer_connections.get(peer_id) == Some(&conn)
+        {
+            self.peer_connections.remove(peer_id);
+            self.ephemeral_seen
+                .retain(|(sender, _), _| sender != peer_id);
         }
         for doc_id in connection.docs {
             if let Some(entry) = self.docs.get_mut(&doc_id) {
@@ -740,7 +802,10 @@ impl Engine {
     }
 }
 
-fn joined_peer_id(connections: &HashMap<ConnectionId, Connection>, conn: ConnectionId) -> Option<&str> {
+fn joined_peer_id(
+    connections: &HashMap<ConnectionId, Connection>,
+    conn: ConnectionId,
+) -> Option<&str> {
     match &connections.get(&conn)?.state {
         ConnectionState::Joined { peer_id } => Some(peer_id),
         ConnectionState::AwaitingJoin { .. } => None,

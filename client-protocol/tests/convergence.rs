@@ -32,7 +32,8 @@ fn random_edit(rng: &mut StdRng, client: &mut Client, doc: &driftless_client_pro
             };
             let len = d.length(&list);
             let at = rng.random_range(0..=len);
-            d.insert(&list, at, rng.random_range(0..100i64)).expect("insert");
+            d.insert(&list, at, rng.random_range(0..100i64))
+                .expect("insert");
         }
         _ => {
             let text = match d.get(ROOT, "text").expect("get") {
@@ -106,17 +107,31 @@ fn run_seed(seed: u64) {
         }
     }
     let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
-    run_to_quiescence(&mut server, &mut refs, &[doc.clone()]);
+    run_to_quiescence(&mut server, &mut refs, std::slice::from_ref(&doc));
 
     let stored = server.stored_doc(&doc).expect("document stored");
     let expected_heads = sorted_heads(&stored);
     let expected_json = json_of(&stored);
     for c in clients.iter_mut() {
-        assert_eq!(c.heads(&doc), expected_heads, "seed {seed}: {} heads", c.peer_id);
-        assert_eq!(c.json(&doc), expected_json, "seed {seed}: {} json", c.peer_id);
+        assert_eq!(
+            c.heads(&doc),
+            expected_heads,
+            "seed {seed}: {} heads",
+            c.peer_id
+        );
+        assert_eq!(
+            c.json(&doc),
+            expected_json,
+            "seed {seed}: {} json",
+            c.peer_id
+        );
     }
     let resident = server.engine.document(&doc).expect("resident");
-    assert_eq!(sorted_heads(resident), expected_heads, "seed {seed}: server memory");
+    assert_eq!(
+        sorted_heads(resident),
+        expected_heads,
+        "seed {seed}: server memory"
+    );
     assert!(server.closed.is_empty(), "seed {seed}: {:?}", server.closed);
 }
 

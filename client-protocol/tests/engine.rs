@@ -14,7 +14,10 @@ fn handshake_answers_join_with_peer_and_storage_id() {
     let mut server = Server::new();
     let mut alice = Client::new("alice", 1);
     let effects = server.input(Input::Connected { conn: 1 });
-    assert!(effects.is_empty(), "nothing is sent before join: {effects:?}");
+    assert!(
+        effects.is_empty(),
+        "nothing is sent before join: {effects:?}"
+    );
     let answer = alice.connect(&mut server);
     assert_eq!(
         answer,
@@ -98,7 +101,9 @@ fn undecodable_frame_closes_only_that_connection() {
         conn: 1,
         frame: vec![0xff, 0x00, 0x13],
     });
-    assert!(matches!(&effects[..], [Effect::Close { conn: 1, reason }] if reason.code == close_code::INVALID_PAYLOAD && reason.reason.contains("connection 1")));
+    assert!(
+        matches!(&effects[..], [Effect::Close { conn: 1, reason }] if reason.code == close_code::INVALID_PAYLOAD && reason.reason.contains("connection 1"))
+    );
     // Bob carries on.
     bob.create(&doc_id(2), 2);
     let m = bob.outgoing(&doc_id(2)).unwrap();
@@ -117,7 +122,9 @@ fn join_timeout_closes_silent_sockets() {
     assert!(server.input(Input::Tick).is_empty());
     server.advance(Duration::from_secs(2));
     let effects = server.input(Input::Tick);
-    assert!(matches!(&effects[..], [Effect::Close { conn: 2, reason }] if reason.code == close_code::POLICY_VIOLATION));
+    assert!(
+        matches!(&effects[..], [Effect::Close { conn: 2, reason }] if reason.code == close_code::POLICY_VIOLATION)
+    );
     assert!(!server.closed.contains_key(&1), "joined connection stays");
 }
 
@@ -131,7 +138,10 @@ fn request_waits_for_storage_then_answers_unavailable() {
     assert!(matches!(m, Message::Request { .. }));
     let effects = server.frame(2, &m);
     assert_eq!(effects, vec![Effect::Load { doc: doc_id(7) }]);
-    assert!(server.take_outbox(2).is_empty(), "no answer before storage was checked");
+    assert!(
+        server.take_outbox(2).is_empty(),
+        "no answer before storage was checked"
+    );
     server.answer_loads();
     assert_eq!(
         server.take_outbox(2),
@@ -233,7 +243,9 @@ fn failed_write_acknowledges_nothing_and_closes_the_writers() {
         write,
         error: "disk full".into(),
     });
-    assert!(matches!(&effects[..], [Effect::Close { conn: 1, reason }] if reason.code == close_code::INTERNAL_ERROR && reason.reason.contains("disk full")));
+    assert!(
+        matches!(&effects[..], [Effect::Close { conn: 1, reason }] if reason.code == close_code::INTERNAL_ERROR && reason.reason.contains("disk full"))
+    );
     assert!(server.take_outbox(1).is_empty());
     assert_eq!(server.engine.resident_document_count(), 0);
     // The next request goes back to storage.
@@ -313,7 +325,10 @@ fn ephemeral_is_relayed_to_other_peers_once() {
             }]
         );
     }
-    assert!(server.take_outbox(1).is_empty(), "never echoed to the sender");
+    assert!(
+        server.take_outbox(1).is_empty(),
+        "never echoed to the sender"
+    );
     // A duplicate (same sender, session, count) is dropped; a newer count goes through.
     assert!(server.frame(1, &eph(1)).is_empty());
     server.frame(1, &eph(2));
@@ -343,7 +358,11 @@ fn changes_arriving_during_a_write_are_applied_in_one_batch() {
     // Bob's state still thinks the server needs his heads; alice's in-flight flag blocks her, so reset.
     let m = bob.outgoing(&doc_id(1)).unwrap();
     server.frame(2, &m);
-    assert_eq!(server.writes.len(), 1, "nothing applied while a write is in flight");
+    assert_eq!(
+        server.writes.len(),
+        1,
+        "nothing applied while a write is in flight"
+    );
     let (write, doc, op) = server.writes.remove(0);
     server.store(&doc, op);
     server.input(Input::WriteDurable { write });

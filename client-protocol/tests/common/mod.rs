@@ -224,7 +224,12 @@ impl Client {
     }
 
     pub fn heads(&mut self, doc: &DocumentId) -> Vec<ChangeHash> {
-        let mut h = self.docs.get_mut(doc).expect("client has doc").0.get_heads();
+        let mut h = self
+            .docs
+            .get_mut(doc)
+            .expect("client has doc")
+            .0
+            .get_heads();
         h.sort();
         h
     }
