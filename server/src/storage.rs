@@ -118,6 +118,23 @@ impl Storage {
         })
     }
 
+    /// Opens (or creates) the database on a custom redb backend: tests use one that loses unsynced
+    /// writes to model power loss.
+    pub fn open_backend(backend: impl redb::StorageBackend) -> Result<Self, OpenError> {
+        let path = PathBuf::from("<custom backend>");
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|source| OpenError::Database {
+                path: path.clone(),
+                source,
+            })?;
+        let storage_id = init(&db).map_err(|source| OpenError::Init { path, source })?;
+        Ok(Self {
+            db: Arc::new(db),
+            storage_id: storage_id.into(),
+        })
+    }
+
     /// Our stable storage id (a UUID generated on first open).
     pub fn storage_id(&self) -> &str {
         &self.storage_id
