@@ -6,6 +6,8 @@
 //!
 //! `POWER_LOSS_SEED=n` replays one seed; `POWER_LOSS_SEEDS=k` runs k seeds (default 40).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::sync::{Arc, Mutex};
