@@ -191,6 +191,14 @@ async fn run<E: SyncEngine>(parts: HostParts<E>) {
         }
     }
 
+    // Frames already received are applied too: every change that reached us gets committed and
+    // acknowledged. Only what is queued now; readers that keep sending wait behind the flag below.
+    for _ in 0..net_rx.len() {
+        match net_rx.try_recv() {
+            Ok(input) => host.network(input),
+            Err(_) => break,
+        }
+    }
     // Drain: let queued writes commit and their acks go out before any socket closes. Network input
     // waits (readers block on the bounded channel) so no new writes start.
     host.shutting_down = true;
