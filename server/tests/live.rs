@@ -201,10 +201,20 @@ async fn bad_frames_close_only_their_connection_and_shutdown_is_clean() {
     );
 
     // A frame within the limit is fine, and the other connection carries on.
-    bystander
-        .send(Message::binary(vec![0u8; 1000]))
+    let join = driftless_client_protocol::encode(&driftless_client_protocol::Message::Join {
+        sender_id: "b".repeat(900),
+        supported_protocol_versions: Some(vec!["1".into()]),
+        peer_metadata: None,
+    });
+    assert!(join.len() < 1024);
+    bystander.send(Message::binary(join)).await.unwrap();
+    let peer = tokio::time::timeout(Duration::from_secs(5), bystander.next())
         .await
+        .expect("peer in time")
+        .unwrap()
         .unwrap();
+    let peer = driftless_client_protocol::decode(&peer.into_data()).unwrap();
+    assert_eq!(peer.type_name(), "peer");
     assert_alive(&mut bystander).await;
 
     let (_, metrics) = get(addr, "/metrics").await;
