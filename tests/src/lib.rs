@@ -249,3 +249,22 @@ pub async fn run_interop_helper(args: &[&str], timeout: Duration) -> anyhow::Res
 pub fn doc_to_json(doc: &automerge::Automerge) -> anyhow::Result<serde_json::Value> {
     serde_json::to_value(automerge::AutoSerde::from(doc)).context("serializing the document")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn restart_keeps_port_and_data_dir() -> anyhow::Result<()> {
+        let mut s = TestServer::start().await?;
+        let (addr, dir) = (s.addr(), s.data_dir().to_path_buf());
+        s.stop().await?;
+        assert!(!s.is_running());
+        s.restart().await?;
+        assert!(s.is_running());
+        assert_eq!(s.addr(), addr);
+        assert_eq!(s.data_dir(), dir);
+        s.stop().await?;
+        Ok(())
+    }
+}
