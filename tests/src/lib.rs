@@ -2,6 +2,8 @@
 //! temporary data directory (stoppable and restartable on the same port), and helpers to run
 //! the JS interop script in `tests/js`.
 
+pub mod rust_client;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

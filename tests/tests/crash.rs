@@ -40,7 +40,12 @@ fn spawn_server(port: u16, data_dir: &Path) -> anyhow::Result<Child> {
         );
     }
     Command::new(&bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -51,7 +56,10 @@ fn spawn_server(port: u16, data_dir: &Path) -> anyhow::Result<Child> {
 
 async fn wait_listening(port: u16) -> anyhow::Result<()> {
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -102,7 +110,7 @@ async fn rust_writer(
                 if let Some(d) = client.docs.get(&id)
                     && !d.server_heads.is_empty()
                 {
-                    *acked.lock().unwrap() = d.server_heads.clone();
+                    *acked.lock().expect("acked lock") = d.server_heads.clone();
                 }
             }
         }
@@ -180,7 +188,8 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
                 } else if let Some(heads) = line.strip_prefix("ACK ") {
                     *js_acked.lock().unwrap() = js_heads(heads).expect("JS heads are bs58check");
                 } else if let Some(state) = line.strip_prefix("STATE ") {
-                    *js_state.lock().unwrap() = Some(serde_json::from_str(state).expect("STATE json"));
+                    *js_state.lock().unwrap() =
+                        Some(serde_json::from_str(state).expect("STATE json"));
                 }
             }
         })
@@ -217,7 +226,10 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
         server = spawn_server(port, dir.path())?;
         wait_listening(port).await?;
     }
-    assert!(checked >= rounds, "every round checked acknowledged heads ({checked})");
+    assert!(
+        checked >= rounds,
+        "every round checked acknowledged heads ({checked})"
+    );
 
     // Heal: both stop writing and must converge with each other and with a fresh client.
     js_stdin.write_all(b"FINISH\n").await?;
@@ -236,20 +248,31 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
             let heads = js_heads(
                 &state["heads"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|h| h.as_str()).collect::<Vec<_>>().join(","))
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|h| h.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .unwrap_or_default(),
             )?;
             let mut heads = heads;
             heads.sort();
             if heads == rust_heads {
-                assert_eq!(state["doc"], rust_json, "seed {seed}: JS and Rust documents differ");
+                assert_eq!(
+                    state["doc"], rust_json,
+                    "seed {seed}: JS and Rust documents differ"
+                );
                 converged = true;
                 break;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(converged, "seed {seed}: the JS client did not converge with the Rust client");
+    assert!(
+        converged,
+        "seed {seed}: the JS client did not converge with the Rust client"
+    );
 
     let mut fresh = RustClient::connect(&url, "crash-fresh").await?;
     fresh.add(id.clone(), AutoCommit::new());
@@ -257,7 +280,10 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
     let fresh_doc = &mut fresh.docs.get_mut(&id).expect("doc").doc;
     let mut fresh_heads = fresh_doc.get_heads();
     fresh_heads.sort();
-    assert_eq!(fresh_heads, rust_heads, "seed {seed}: a fresh client sees everything");
+    assert_eq!(
+        fresh_heads, rust_heads,
+        "seed {seed}: a fresh client sees everything"
+    );
     assert_eq!(
         serde_json::to_value(automerge::AutoSerde::from(&*fresh_doc))?,
         rust_json
