@@ -85,8 +85,17 @@ impl RustClient {
 
     /// Sends every sync message the documents have for the server.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
+        let ids: Vec<DocumentId> = self.docs.keys().cloned().collect();
+        for id in ids {
+            self.flush_doc(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every sync message one document has for the server.
+    pub async fn flush_doc(&mut self, id: &DocumentId) -> anyhow::Result<()> {
         let mut frames = Vec::new();
-        for (id, d) in self.docs.iter_mut() {
+        if let Some(d) = self.docs.get_mut(id) {
             let empty = d.doc.get_heads().is_empty();
             while let Some(m) = d.doc.sync().generate_sync_message(&mut d.state) {
                 let (sender_id, target_id, document_id, data) = (
@@ -112,23 +121,35 @@ impl RustClient {
                 }));
             }
         }
-        for f in frames {
-            self.ws.send(WsMessage::binary(f)).await?;
+        if !frames.is_empty() {
+            for f in frames {
+                self.ws.feed(WsMessage::binary(f)).await?;
+            }
+            self.ws.flush().await?;
         }
         Ok(())
     }
 
     /// Waits up to `within` for one frame from the server and applies it. `Ok(false)` on timeout.
     pub async fn receive_one(&mut self, within: Duration) -> anyhow::Result<bool> {
+        Ok(self.receive(within).await?.is_some())
+    }
+
+    /// Waits up to `within` for one frame and applies it; returns the document it concerned (or
+    /// `Some(None)` for frames about no document), `None` on timeout.
+    pub async fn receive(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<Option<Option<DocumentId>>> {
         let frame = match tokio::time::timeout(within, self.ws.next()).await {
-            Err(_) => return Ok(false),
+            Err(_) => return Ok(None),
             Ok(None) => bail!("connection closed"),
             Ok(Some(frame)) => frame?,
         };
         let bytes = match frame {
             WsMessage::Binary(b) => b,
             WsMessage::Close(c) => bail!("server closed the connection: {c:?}"),
-            _ => return Ok(true),
+            _ => return Ok(Some(None)),
         };
         match decode(&bytes)? {
             Message::Sync {
@@ -144,23 +165,27 @@ impl RustClient {
                 d.server_heads = heads;
                 d.unavailable = false;
                 d.doc.sync().receive_sync_message(&mut d.state, m)?;
+                Ok(Some(Some(document_id)))
             }
             Message::DocUnavailable { document_id, .. } => {
                 if let Some(d) = self.docs.get_mut(&document_id) {
                     d.unavailable = true;
                 }
+                Ok(Some(Some(document_id)))
             }
-            _ => {}
+            _ => Ok(Some(None)),
         }
-        Ok(true)
     }
 
-    /// Exchanges messages until nothing arrives for `quiet`.
+    /// Exchanges messages until nothing arrives for `quiet`. Only the document a frame concerned is
+    /// asked for replies, so syncing many documents stays linear.
     pub async fn sync_until_quiet(&mut self, quiet: Duration) -> anyhow::Result<()> {
+        self.flush().await?;
         loop {
-            self.flush().await?;
-            if !self.receive_one(quiet).await? {
-                return Ok(());
+            match self.receive(quiet).await? {
+                None => return Ok(()),
+                Some(Some(id)) => self.flush_doc(&id).await?,
+                Some(None) => {}
             }
         }
     }
