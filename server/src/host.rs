@@ -27,6 +27,10 @@ use crate::metrics::Metrics;
 use crate::storage::PersistRequest;
 use crate::writer::WriteQueue;
 
+/// At shutdown, network input keeps being applied until it is quiet this long...
+const RECEIVE_QUIET: Duration = Duration::from_millis(100);
+/// ...or for at most this long.
+const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued writes to commit and their acks to be sent.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for connections to close after being told to.
@@ -191,12 +195,24 @@ async fn run<E: SyncEngine>(parts: HostParts<E>) {
         }
     }
 
-    // Frames already received are applied too: every change that reached us gets committed and
-    // acknowledged. Only what is queued now; readers that keep sending wait behind the flag below.
-    for _ in 0..net_rx.len() {
-        match net_rx.try_recv() {
-            Ok(input) => host.network(input),
-            Err(_) => break,
+    // Frames that reached us are applied too, including those still in socket buffers: keep taking
+    // network input until it has been quiet for a moment (bounded, since a client may never stop).
+    let grace_end = tokio::time::Instant::now() + RECEIVE_GRACE;
+    loop {
+        let quiet = tokio::time::Instant::now() + RECEIVE_QUIET;
+        let next = tokio::time::timeout_at(quiet.min(grace_end), async {
+            tokio::select! {
+                biased;
+                Some(input) = internal_rx.recv() => Some(Ok(input)),
+                Some(input) = net_rx.recv() => Some(Err(input)),
+                else => None,
+            }
+        })
+        .await;
+        match next {
+            Ok(Some(Ok(input))) => host.internal(input),
+            Ok(Some(Err(input))) => host.network(input),
+            Ok(None) | Err(_) => break,
         }
     }
     // Drain: let queued writes commit and their acks go out before any socket closes. Network input

@@ -296,3 +296,79 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
     server.kill().await?;
     Ok(())
 }
+
+/// SIGTERM drains: writes in flight commit and are acknowledged before the sockets close with 1001,
+/// the process exits 0, and every acknowledged document is in storage afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut server = spawn_server(port, dir.path())?;
+    wait_listening(port).await?;
+
+    let mut client = RustClient::connect(&url, "sigterm-writer").await?;
+    let ids: Vec<DocumentId> = (0..300)
+        .map(|_| DocumentId::generate(rand::random()))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "n", i as i64)?;
+        client.add(id.clone(), doc);
+    }
+    // Two rounds: the first message only announces heads; the server then asks for the changes.
+    client.flush().await?;
+    let mut answered = 0;
+    while answered < ids.len() && client.receive(Duration::from_secs(5)).await?.is_some() {
+        answered += 1;
+    }
+    client.flush().await?; // every document's changes are now on their way
+    let pid = server.id().context("server pid")?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(status.success());
+
+    // Read until the server closes: acknowledgements first, then 1001.
+    let close = loop {
+        match client.receive(Duration::from_secs(10)).await {
+            Ok(Some(_)) => {
+                for id in &ids {
+                    client.flush_doc(id).await.ok();
+                }
+            }
+            Ok(None) => bail!("no close within 10 s of SIGTERM"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        close.contains("1001") || close.contains("Away"),
+        "closed with 1001: {close}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.wait()).await??;
+    assert!(exit.success(), "driftless exits 0 after SIGTERM: {exit}");
+
+    let acked: Vec<&DocumentId> = ids.iter().filter(|id| client.acknowledged(id)).collect();
+    eprintln!(
+        "{} of {} documents acknowledged before the close",
+        acked.len(),
+        ids.len()
+    );
+    assert_eq!(
+        acked.len(),
+        ids.len(),
+        "every change sent before SIGTERM is acknowledged"
+    );
+    let storage = Storage::open(dir.path())?;
+    for id in acked {
+        let stored = storage
+            .load_document(id)?
+            .context("acknowledged document stored")?;
+        let mut heads = stored.get_heads();
+        heads.sort();
+        assert_eq!(heads, client.docs[id].server_heads);
+    }
+    Ok(())
+}
