@@ -1,4 +1,4 @@
-//! Crash test: a Rust and a JS client write one document continuously while the server process is
+//! Crash test: two Rust clients and a JS client write one document continuously while the server process is
 //! killed with SIGKILL at random moments and restarted, at least 10 rounds. After each kill, before
 //! the restart (so no client can resend anything), the data directory is opened directly and every
 //! change whose heads the server had acknowledged to either client must be in it. At the end all
@@ -81,6 +81,7 @@ fn js_heads(line: &str) -> anyhow::Result<Vec<ChangeHash>> {
 /// the heads the server last reported. Returns its document once told to stop and synced.
 async fn rust_writer(
     url: String,
+    name: &'static str,
     id: DocumentId,
     mut doc: AutoCommit,
     acked: Arc<Mutex<Vec<ChangeHash>>>,
@@ -88,7 +89,7 @@ async fn rust_writer(
 ) -> AutoCommit {
     let mut n: i64 = 0;
     loop {
-        let Ok(mut client) = RustClient::connect(&url, "crash-rust").await else {
+        let Ok(mut client) = RustClient::connect(&url, name).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -101,7 +102,7 @@ async fn rust_writer(
                 }
                 n += 1;
                 if let Some(d) = client.docs.get_mut(&id) {
-                    d.doc.put(ROOT, "rust", n)?;
+                    d.doc.put(ROOT, name, n)?;
                 }
                 client.flush().await?;
                 while client.receive_one(Duration::from_millis(20)).await? {
@@ -150,12 +151,23 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
     let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(vec![7u8; 16]));
     doc.put(ROOT, "title", "crash test")?;
     let rust_acked = Arc::new(Mutex::new(Vec::new()));
+    let rust2_acked = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let second = AutoCommit::new().with_actor(automerge::ActorId::from(vec![8u8; 16]));
     let writer = tokio::spawn(rust_writer(
         url.clone(),
+        "rust-a",
         id.clone(),
         doc,
         rust_acked.clone(),
+        stop_rx.clone(),
+    ));
+    let writer2 = tokio::spawn(rust_writer(
+        url.clone(),
+        "rust-b",
+        id.clone(),
+        second,
+        rust2_acked.clone(),
         stop_rx,
     ));
 
@@ -205,7 +217,8 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
         // Let lines the clients printed before the kill arrive; nothing new can be acknowledged now.
         tokio::time::sleep(Duration::from_millis(150)).await;
         let claims = [
-            ("rust", rust_acked.lock().unwrap().clone()),
+            ("rust-a", rust_acked.lock().unwrap().clone()),
+            ("rust-b", rust2_acked.lock().unwrap().clone()),
             ("js", js_acked.lock().unwrap().clone()),
         ];
         {
@@ -240,6 +253,15 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
         .context("rust writer stops")??;
     let mut rust_heads = rust_doc.get_heads();
     rust_heads.sort();
+    let mut rust2_doc = tokio::time::timeout(Duration::from_secs(30), writer2)
+        .await
+        .context("second rust writer stops")??;
+    let mut rust2_heads = rust2_doc.get_heads();
+    rust2_heads.sort();
+    assert_eq!(
+        rust2_heads, rust_heads,
+        "seed {seed}: the Rust clients converge"
+    );
     let rust_json = serde_json::to_value(automerge::AutoSerde::from(&rust_doc))?;
 
     let mut converged = false;
@@ -288,7 +310,12 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
         serde_json::to_value(automerge::AutoSerde::from(&*fresh_doc))?,
         rust_json
     );
-    assert!(fresh_doc.get(ROOT, "js")?.is_some(), "JS edits are present");
+    for key in ["js", "rust-a", "rust-b"] {
+        assert!(
+            fresh_doc.get(ROOT, key)?.is_some(),
+            "{key} edits are present"
+        );
+    }
 
     drop(js_stdin);
     let _ = tokio::time::timeout(Duration::from_secs(5), js.wait()).await;
