@@ -30,6 +30,8 @@ pub struct Config {
     pub doc_idle_evict: Duration,
     /// Region for phone number normalization (stored; used by the record model later).
     pub default_phone_region: Option<String>,
+    /// WebSocket keep-alive ping interval (not a config key: 5 s, shortened by tests).
+    pub ping_interval: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             durability: Durability::Immediate,
             public_url: None,
             doc_idle_evict: Duration::from_secs(5 * 60),
+            ping_interval: crate::ws::PING_INTERVAL,
             default_phone_region: None,
         }
     }

@@ -153,6 +153,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
             metrics,
             next_conn: Arc::new(AtomicU64::new(1)),
             max_message_bytes: config.max_message_bytes,
+            ping_interval: config.ping_interval,
         },
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -23,7 +23,7 @@ use tracing::debug;
 use crate::host::{ConnHandle, HostInput, shutdown_reason};
 use crate::metrics::Metrics;
 
-/// How often the server pings each connection; a peer silent for a whole interval is closed.
+/// How often the server pings each connection by default; a peer silent for a whole interval is closed.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Frames queued for one connection before it counts as a slow reader.
 pub const OUTBOUND_QUEUE: usize = 1024;
@@ -44,6 +44,8 @@ pub struct WsContext {
     pub metrics: Arc<Metrics>,
     pub next_conn: Arc<AtomicU64>,
     pub max_message_bytes: usize,
+    /// How often each connection is pinged; silent for a whole interval means closed.
+    pub ping_interval: Duration,
 }
 
 /// Why a connection ended.
@@ -87,7 +89,7 @@ pub async fn serve(socket: WebSocket, peer: SocketAddr, ctx: WsContext) {
     let alive = AtomicBool::new(true);
     let end = tokio::select! {
         end = read_loop(&mut stream, conn, &ctx, &alive) => end,
-        end = write_loop(&mut sink, &mut out_rx, &mut close_rx, &ctx.metrics, &alive) => end,
+        end = write_loop(&mut sink, &mut out_rx, &mut close_rx, &ctx, &alive) => end,
     };
     debug!(conn, %peer, end = ?end, "connection ending");
     finish(&mut sink, &mut stream, end).await;
@@ -158,11 +160,12 @@ async fn write_loop(
     sink: &mut SplitSink<WebSocket, Message>,
     out_rx: &mut mpsc::Receiver<Vec<u8>>,
     close_rx: &mut oneshot::Receiver<CloseReason>,
-    metrics: &Metrics,
+    ctx: &WsContext,
     alive: &AtomicBool,
 ) -> End {
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let metrics = &ctx.metrics;
+    let every = ctx.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

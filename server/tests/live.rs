@@ -24,12 +24,18 @@ struct Server {
 }
 
 async fn start(listener: tokio::net::TcpListener, data_dir: &Path) -> Server {
+    start_with(
+        listener,
+        Config {
+            data_dir: data_dir.to_owned(),
+            max_message_bytes: 1024,
+            ..Config::default()
+        },
+    )
+}
+
+fn start_with(listener: tokio::net::TcpListener, config: Config) -> Server {
     let addr = listener.local_addr().unwrap();
-    let config = Config {
-        data_dir: data_dir.to_owned(),
-        max_message_bytes: 1024,
-        ..Config::default()
-    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(driftless_server::run(listener, config, async {
         let _ = stopped.await;
@@ -241,5 +247,42 @@ async fn bad_frames_close_only_their_connection_and_shutdown_is_clean() {
     assert_eq!(get(addr, "/healthz").await, (200, "ok".to_owned()));
     let mut again = connect(addr, "/").await;
     assert_alive(&mut again).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_pings_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = start_with(
+        listener,
+        Config {
+            data_dir: dir.path().to_owned(),
+            ping_interval: Duration::from_millis(200),
+            ..Config::default()
+        },
+    );
+    // tungstenite answers pings only while the stream is read: this one is read, that one is not.
+    let mut silent = connect(server.addr, "/").await;
+    let mut lively = connect(server.addr, "/").await;
+    let reader = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) {
+            match tokio::time::timeout(Duration::from_millis(100), lively.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("lively peer closed: {frame:?}"),
+                Ok(None) => panic!("lively peer's stream ended"),
+                _ => {}
+            }
+        }
+        lively
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (code, reason) = expect_close(&mut silent).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "keep-alive timeout: no pong")
+    );
+    let mut lively = reader.await.unwrap();
+    assert_alive(&mut lively).await;
     server.shutdown().await;
 }
