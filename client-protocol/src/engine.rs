@@ -235,6 +235,8 @@ pub struct Engine {
     next_write: WriteId,
     /// Last ephemeral `count` seen per (senderId, sessionId).
     ephemeral_seen: HashMap<(String, String), u64>,
+    /// Documents in the `Ready` state, kept as a count because the host reads it after every input.
+    resident: usize,
 }
 
 impl Engine {
@@ -247,6 +249,7 @@ impl Engine {
             writes: HashMap::new(),
             next_write: 1,
             ephemeral_seen: HashMap::new(),
+            resident: 0,
         }
     }
 
@@ -278,10 +281,32 @@ impl Engine {
 
     /// Documents held in memory.
     pub fn resident_document_count(&self) -> usize {
-        self.docs
+        self.resident
+    }
+
+    /// Panics if the engine's bookkeeping disagrees with its state (for tests; O(documents)).
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        let ready = self
+            .docs
             .values()
             .filter(|d| matches!(d.state, DocState::Ready(_)))
-            .count()
+            .count();
+        assert_eq!(self.resident, ready, "resident document count");
+        for (write, doc) in &self.writes {
+            let in_flight = self.docs.get(doc).and_then(|d| d.in_flight.as_ref());
+            assert_eq!(
+                in_flight.map(|w| w.write),
+                Some(*write),
+                "write {write} is in flight for {doc}"
+            );
+        }
+        for (peer, conn) in &self.peer_connections {
+            assert!(
+                self.connections.contains_key(conn),
+                "peer {peer} maps to a live connection"
+            );
+        }
     }
 
     /// Writes handed to the host and not yet reported durable or failed.
@@ -482,6 +507,7 @@ impl Engine {
                     .any(|p| !p.message.heads.is_empty() || !p.message.changes.is_empty());
                 if someone_has_it {
                     entry.state = DocState::Ready(Box::new(Automerge::new()));
+                    self.resident += 1;
                     self.apply_pending(doc_id, out);
                 } else {
                     for p in std::mem::take(&mut entry.pending) {
@@ -649,6 +675,9 @@ impl Engine {
         let Some(entry) = self.docs.remove(&doc_id) else {
             return;
         };
+        if matches!(entry.state, DocState::Ready(_)) {
+            self.resident -= 1;
+        }
         let conns: HashSet<ConnectionId> = entry
             .peers
             .keys()
@@ -680,6 +709,7 @@ impl Engine {
         entry.state = match result {
             LoadResult::Found(doc) => {
                 entry.persisted_heads = doc.get_heads();
+                self.resident += 1;
                 DocState::Ready(doc)
             }
             LoadResult::NotFound => DocState::Absent,
@@ -757,8 +787,15 @@ impl Engine {
             self.close(conn, close_code::POLICY_VIOLATION, reason, out);
         }
         let evict = self.config.idle_evict;
-        self.docs
-            .retain(|_, d| !(d.is_idle() && now.saturating_duration_since(d.last_active) >= evict));
+        let mut evicted = 0;
+        self.docs.retain(|_, d| {
+            let keep = !(d.is_idle() && now.saturating_duration_since(d.last_active) >= evict);
+            if !keep && matches!(d.state, DocState::Ready(_)) {
+                evicted += 1;
+            }
+            keep
+        });
+        self.resident -= evicted;
     }
 
     /// Emits `Close` and forgets the connection at once, so nothing more is sent to it.

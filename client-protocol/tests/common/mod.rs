@@ -56,6 +56,7 @@ impl Server {
     pub fn input(&mut self, input: Input) -> Vec<Effect> {
         let mut out = Vec::new();
         self.engine.handle(self.now, input, &mut out);
+        self.engine.check_invariants();
         for effect in &out {
             match effect {
                 Effect::Send { conn, frame } => {
