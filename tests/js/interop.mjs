@@ -432,7 +432,9 @@ scenarios.restart = async () => {
   console.log("RESTART_SERVER_START")
   await stdinLine("STARTED")
   await waitFor("A reconnects by itself", () => a.peers.length > 0, 15_000)
-  assert(a.peers[0] === serverPeer, `server peerId stable across restart (${serverPeer} vs ${a.peers[0]})`)
+  // Clients key sync state by storageId, so only that must survive a restart (samod picks a new
+  // random peerId per process; the JS server's is fixed).
+  if (a.peers[0] !== serverPeer) log(`restart: server peerId changed (${serverPeer} -> ${a.peers[0]})`)
   const sid2 = await acked(a, ha, "A's edit made while the server was down is acknowledged after restart")
   assert(sid2 === sid, `server storageId stable across restart (${sid} vs ${sid2})`)
   const c = client("restart-c")
