@@ -293,9 +293,20 @@ impl<E: SyncEngine> Host<E> {
                     });
                 }
             }
-            Effect::Persist { write, doc, op } => {
+            Effect::Persist {
+                write,
+                doc,
+                workspace,
+                op,
+            } => {
                 self.pending_writes += 1;
-                if let Err(stopped) = self.writes.submit(PersistRequest { write, doc, op }) {
+                let request = PersistRequest {
+                    write,
+                    doc,
+                    workspace,
+                    op,
+                };
+                if let Err(stopped) = self.writes.submit(request) {
                     error!(
                         write,
                         doc = %stopped.0.doc,
@@ -306,6 +317,10 @@ impl<E: SyncEngine> Host<E> {
                         error: stopped.to_string(),
                     });
                 }
+            }
+            Effect::Refused { conn, doc, refusal } => {
+                let peer = self.conns.get(&conn).map(|c| c.peer);
+                warn!(conn, peer = ?peer, doc = ?doc.map(|d| d.to_string()), refusal = ?refusal, "refused");
             }
             Effect::Close { conn, reason } => {
                 if let Some(entry) = self.conns.get_mut(&conn) {
@@ -348,7 +363,10 @@ impl<E: SyncEngine> Host<E> {
                 self.metrics
                     .connections
                     .store(self.conns.len() as u64, Relaxed);
-                self.feed(Input::Connected { conn });
+                self.feed(Input::Connected {
+                    conn,
+                    access: driftless_client_protocol::engine::Access::open(),
+                });
             }
             HostInput::Engine(Input::Disconnected { conn }) => {
                 // Only connections the engine saw connect are reported, and only once.

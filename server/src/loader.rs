@@ -110,8 +110,12 @@ fn run_job(job: Job, storage: &Storage, metrics: &Metrics, report: &dyn Fn(Input
     metrics.storage_loads.fetch_add(1, Relaxed);
     match job {
         Job::Engine(doc) => {
-            let result = match storage.load_document(&doc) {
-                Ok(Some(document)) => LoadResult::Found(Box::new(document)),
+            let result = match storage.load_stored(&doc) {
+                Ok(Some(stored)) => LoadResult::Found {
+                    doc: Box::new(stored.document),
+                    workspace: stored.workspace,
+                    stored_bytes: stored.stored_bytes,
+                },
                 Ok(None) => LoadResult::NotFound,
                 Err(e) => LoadResult::Failed(load_failed(metrics, &doc, &e)),
             };

@@ -56,7 +56,9 @@ impl SyncEngine for Script {
             frame: frame.to_vec(),
         };
         match input {
-            Input::Connected { conn } => self.log.lock().unwrap().push(format!("connected {conn}")),
+            Input::Connected { conn, .. } => {
+                self.log.lock().unwrap().push(format!("connected {conn}"))
+            }
             Input::Disconnected { conn } => self
                 .log
                 .lock()
@@ -70,6 +72,7 @@ impl SyncEngine for Script {
                     out.push(Effect::Persist {
                         write,
                         doc: doc_id(),
+                        workspace: "default".into(),
                         op: PersistOp::Append(bytes.to_vec()),
                     });
                 } else if frame == b"close" {
@@ -104,7 +107,7 @@ impl SyncEngine for Script {
             }
             Input::StorageLoaded { result, .. } => {
                 let answer: &[u8] = match result {
-                    LoadResult::Found(_) => b"found",
+                    LoadResult::Found { .. } => b"found",
                     LoadResult::NotFound => b"notfound",
                     LoadResult::Failed(_) => b"loadfailed",
                 };

@@ -121,6 +121,7 @@ fn seed_document(data_dir: &Path) -> DocumentId {
     let req = PersistRequest {
         write: 1,
         doc: id.clone(),
+        workspace: "default".into(),
         op: PersistOp::Snapshot(doc.save()),
     };
     storage.commit_batch(&[req], Durability::Immediate).unwrap();
@@ -201,10 +202,17 @@ async fn bad_frames_close_only_their_connection_and_shutdown_is_clean() {
     );
 
     // A frame within the limit is fine, and the other connection carries on.
-    bystander
-        .send(Message::binary(vec![0u8; 1000]))
-        .await
-        .unwrap();
+    // (A valid protocol frame: anything but `join` before the handshake is ignored.)
+    let frame = driftless_client_protocol::encode(&driftless_client_protocol::Message::Ephemeral {
+        sender_id: "bystander".into(),
+        target_id: "server".into(),
+        document_id: DocumentId::from_bytes(&[1; 16]),
+        count: 1,
+        session_id: "s".into(),
+        data: vec![0u8; 900],
+    });
+    assert!(frame.len() <= 1024);
+    bystander.send(Message::binary(frame)).await.unwrap();
     assert_alive(&mut bystander).await;
 
     let (_, metrics) = get(addr, "/metrics").await;
