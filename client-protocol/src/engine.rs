@@ -13,6 +13,20 @@
 //! - Nothing is sent to a connection before `peer`; every message we send carries our PeerId as
 //!   `senderId` and the connection's PeerId as `targetId`.
 //! - `request`/`sync` are answered only after storage was checked for the document.
+//! - **Authorization.** Every connection arrives with an [`Access`] (fixed by the host at the upgrade).
+//!   Every document belongs to exactly one workspace, recorded durably with its first write
+//!   ([`Effect::Persist`] carries it) and reported back on load ([`LoadResult::Found`]). A connection
+//!   only ever sees documents of its own workspace (and, for a document-scoped token, only those
+//!   documents): anything else is answered with `doc-unavailable`, exactly as a never-seen id would be,
+//!   and no changes are applied (a push to another workspace's id creates nothing). A read-only
+//!   connection's changes are never applied, persisted or forwarded; it is synced with a read-only
+//!   [`sync::State`] so the refused changes are not re-requested forever. Every refusal is reported to
+//!   the host as an [`Effect::Refused`] (for logs and metrics), never to the peer beyond
+//!   `doc-unavailable`.
+//! - A ticket is bound to the PeerId of the first `join` made with it; a `join` with another PeerId on
+//!   the same ticket closes that connection.
+//! - A document's stored size never grows past [`EngineConfig::max_document_bytes`]: changes that would
+//!   take it there are not applied and the sender is closed with [`close_code::MESSAGE_TOO_BIG`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -35,8 +49,10 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A frame that does not decode.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Policy violation (no `join` in time).
+    /// Policy violation (no `join` in time, a ticket used by a second PeerId).
     pub const POLICY_VIOLATION: u16 = 1008;
+    /// A document would exceed its size quota.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server failed (a storage write failed).
     pub const INTERNAL_ERROR: u16 = 1011;
 }
@@ -54,6 +70,9 @@ pub struct EngineConfig {
     pub compact_after_chunks: u32,
     /// A document no connection has open is dropped from memory after this long.
     pub idle_evict: Duration,
+    /// Largest size of one document as compressed Automerge data (its last snapshot plus the change
+    /// bytes received since, as sent by peers); `None`: unlimited.
+    pub max_document_bytes: Option<u64>,
 }
 
 impl EngineConfig {
@@ -64,6 +83,93 @@ impl EngineConfig {
             join_timeout: Duration::from_secs(10),
             compact_after_chunks: 64,
             idle_evict: Duration::from_secs(300),
+            max_document_bytes: None,
+        }
+    }
+}
+
+/// The workspace of every peer in open (unauthenticated) mode, and of documents stored before
+/// workspaces existed.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+/// What a connection may do with documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// May read; its changes are never applied.
+    Read,
+    /// May read and write.
+    Write,
+}
+
+/// A ticket a connection authenticated with: bound to the first PeerId that joins with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketGrant {
+    /// The ticket's unique id (not the ticket itself: no secret).
+    pub id: String,
+    /// When the ticket stops being accepted; the binding is forgotten after this.
+    pub expires: Instant,
+}
+
+/// What one connection may access, decided by the host at the upgrade (from a token or ticket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub workspace: String,
+    pub role: Role,
+    /// `Some`: only these documents of the workspace (a token scoped to documents).
+    pub docs: Option<HashSet<DocumentId>>,
+    pub ticket: Option<TicketGrant>,
+}
+
+impl Access {
+    /// Everything in the workspace.
+    pub fn new(workspace: impl Into<String>, role: Role) -> Self {
+        Self {
+            workspace: workspace.into(),
+            role,
+            docs: None,
+            ticket: None,
+        }
+    }
+
+    /// Open development mode: read and write in [`DEFAULT_WORKSPACE`].
+    pub fn open() -> Self {
+        Self::new(DEFAULT_WORKSPACE, Role::Write)
+    }
+
+    /// Whether the token's document scope includes `doc` (the workspace is checked separately).
+    pub fn in_scope(&self, doc: &DocumentId) -> bool {
+        self.docs.as_ref().is_none_or(|d| d.contains(doc))
+    }
+
+    pub fn can_write(&self) -> bool {
+        self.role == Role::Write
+    }
+}
+
+/// Why the engine refused something; reported to the host for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The connection's token is scoped to other documents.
+    OutOfScope,
+    /// The document belongs to another workspace.
+    OtherWorkspace,
+    /// A read-only connection sent changes; they were dropped.
+    ReadOnlyChanges,
+    /// The document would grow past the quota; the connection is closed.
+    QuotaExceeded { size: u64, limit: u64 },
+    /// A ticket bound to another PeerId was used to join; the connection is closed.
+    TicketPeerMismatch,
+}
+
+impl Refusal {
+    /// A short stable name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::OutOfScope => "out_of_scope",
+            Refusal::OtherWorkspace => "other_workspace",
+            Refusal::ReadOnlyChanges => "read_only_changes",
+            Refusal::QuotaExceeded { .. } => "document_quota",
+            Refusal::TicketPeerMismatch => "ticket_peer_mismatch",
         }
     }
 }
@@ -71,8 +177,13 @@ impl EngineConfig {
 /// What a storage lookup found.
 #[derive(Debug)]
 pub enum LoadResult {
-    /// The stored document, already loaded (the host does the CPU work off the engine's thread).
-    Found(Box<Automerge>),
+    /// The stored document, already loaded (the host does the CPU work off the engine's thread),
+    /// with its workspace and the total size of its stored chunks (the quota's starting point).
+    Found {
+        doc: Box<Automerge>,
+        workspace: String,
+        stored_bytes: u64,
+    },
     NotFound,
     /// Storage could not be read or the bytes did not load; the document is served as unavailable
     /// and never overwritten.
@@ -84,6 +195,7 @@ pub enum LoadResult {
 pub enum Input {
     Connected {
         conn: ConnectionId,
+        access: Access,
     },
     /// One binary WebSocket frame.
     FrameReceived {
@@ -134,10 +246,12 @@ pub enum Effect {
     Send { conn: ConnectionId, frame: Vec<u8> },
     /// Look the document up in storage and answer with [`Input::StorageLoaded`].
     Load { doc: DocumentId },
-    /// Write durably, then answer with [`Input::WriteDurable`].
+    /// Write durably, then answer with [`Input::WriteDurable`]. The document belongs to `workspace`
+    /// (the same for every write of a document); the host records it in the same transaction.
     Persist {
         write: WriteId,
         doc: DocumentId,
+        workspace: String,
         op: PersistOp,
     },
     /// Close the connection (after sending everything emitted before this effect). The engine has
@@ -145,6 +259,13 @@ pub enum Effect {
     Close {
         conn: ConnectionId,
         reason: CloseReason,
+    },
+    /// Something the connection did was refused; for the host's log and metrics only (the peer was
+    /// told `doc-unavailable`, or is closed by a following `Close`).
+    Refused {
+        conn: ConnectionId,
+        doc: Option<DocumentId>,
+        refusal: Refusal,
     },
 }
 
@@ -155,6 +276,7 @@ enum ConnectionState {
 
 struct Connection {
     state: ConnectionState,
+    access: Access,
     /// Documents this connection has sent `request`/`sync` for (or is waiting for).
     docs: HashSet<DocumentId>,
 }
@@ -169,6 +291,9 @@ struct PendingMessage {
     conn: ConnectionId,
     kind: SyncKind,
     message: sync::Message,
+    /// The sender's workspace and write permission, kept so a departed sender is still judged.
+    workspace: String,
+    writable: bool,
 }
 
 enum DocState {
@@ -184,10 +309,16 @@ struct InFlightWrite {
     write: WriteId,
     heads: Vec<ChangeHash>,
     snapshot: bool,
+    /// The document's stored size once this write is durable.
+    stored_bytes: u64,
 }
 
 struct DocEntry {
     state: DocState,
+    /// Known once the document is found in storage or created.
+    workspace: Option<String>,
+    /// Total bytes of the document's stored chunks.
+    stored_bytes: u64,
     /// Connections syncing this document, each with its own sync state.
     peers: HashMap<ConnectionId, sync::State>,
     /// Connections told `doc-unavailable`, synced as soon as the document turns up.
@@ -205,6 +336,8 @@ impl DocEntry {
     fn new(state: DocState, now: Instant) -> Self {
         Self {
             state,
+            workspace: None,
+            stored_bytes: 0,
             peers: HashMap::new(),
             wanting: HashSet::new(),
             pending: Vec::new(),
@@ -228,13 +361,15 @@ impl DocEntry {
 pub struct Engine {
     config: EngineConfig,
     connections: HashMap<ConnectionId, Connection>,
-    /// The live connection of each joined PeerId (the newest wins).
-    peer_connections: HashMap<String, ConnectionId>,
+    /// The live connection of each joined (workspace, PeerId) (the newest wins).
+    peer_connections: HashMap<(String, String), ConnectionId>,
+    /// The PeerId each ticket is bound to, until the ticket expires.
+    ticket_peers: HashMap<String, (String, Instant)>,
     docs: HashMap<DocumentId, DocEntry>,
     writes: HashMap<WriteId, DocumentId>,
     next_write: WriteId,
-    /// Last ephemeral `count` seen per (senderId, sessionId).
-    ephemeral_seen: HashMap<(String, String), u64>,
+    /// Last ephemeral `count` seen per (workspace, senderId, sessionId).
+    ephemeral_seen: HashMap<(String, String, String), u64>,
     /// Documents in the `Ready` state, kept as a count because the host reads it after every input.
     resident: usize,
 }
@@ -245,6 +380,7 @@ impl Engine {
             config,
             connections: HashMap::new(),
             peer_connections: HashMap::new(),
+            ticket_peers: HashMap::new(),
             docs: HashMap::new(),
             writes: HashMap::new(),
             next_write: 1,
@@ -256,11 +392,12 @@ impl Engine {
     /// Feeds one input; effects are appended to `out` in the order the host must carry them out.
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
         match input {
-            Input::Connected { conn } => {
+            Input::Connected { conn, access } => {
                 self.connections.insert(
                     conn,
                     Connection {
                         state: ConnectionState::AwaitingJoin { since: now },
+                        access,
                         docs: HashSet::new(),
                     },
                 );
@@ -304,7 +441,7 @@ impl Engine {
         for (peer, conn) in &self.peer_connections {
             assert!(
                 self.connections.contains_key(conn),
-                "peer {peer} maps to a live connection"
+                "peer {peer:?} maps to a live connection"
             );
         }
     }
@@ -316,8 +453,16 @@ impl Engine {
 
     /// A resident document, for read-only inspection by the host.
     pub fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
-        match &self.docs.get(doc)?.state {
-            DocState::Ready(d) => Some(d),
+        self.document_in_workspace(doc).map(|(d, _)| d)
+    }
+
+    /// A resident document with its workspace.
+    pub fn document_in_workspace(&self, doc: &DocumentId) -> Option<(&Automerge, &str)> {
+        let entry = self.docs.get(doc)?;
+        match &entry.state {
+            DocState::Ready(d) => {
+                Some((d, entry.workspace.as_deref().unwrap_or(DEFAULT_WORKSPACE)))
+            }
             _ => None,
         }
     }
@@ -379,14 +524,42 @@ impl Engine {
             let reason = format!("connection {conn}: unsupported protocol version (only \"1\")");
             return self.close(conn, close_code::PROTOCOL_ERROR, reason, out);
         }
-        // The newest connection of a PeerId wins, as in the JS server.
-        if let Some(old) = self.peer_connections.insert(sender_id.clone(), conn)
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let workspace = connection.access.workspace.clone();
+        // A ticket belongs to the first PeerId that joins with it (the JS client reconnects with the
+        // same URL, so its reconnects keep working); anyone else presenting it is closed.
+        if let Some(ticket) = connection.access.ticket.clone() {
+            match self.ticket_peers.get(&ticket.id) {
+                Some((bound, _)) if *bound != sender_id => {
+                    out.push(Effect::Refused {
+                        conn,
+                        doc: None,
+                        refusal: Refusal::TicketPeerMismatch,
+                    });
+                    let reason = format!(
+                        "connection {conn}: ticket is bound to another peer id; request a new ticket"
+                    );
+                    return self.close(conn, close_code::POLICY_VIOLATION, reason, out);
+                }
+                Some(_) => {}
+                None => {
+                    self.ticket_peers
+                        .insert(ticket.id, (sender_id.clone(), ticket.expires));
+                }
+            }
+        }
+        // The newest connection of a PeerId wins, as in the JS server (within one workspace, so no
+        // one can push another workspace's peer off).
+        let key = (workspace, sender_id.clone());
+        if let Some(old) = self.peer_connections.insert(key.clone(), conn)
             && old != conn
         {
             let reason =
                 format!("connection {old}: superseded by a newer connection of the same peer");
             self.close(old, close_code::NORMAL, reason, out);
-            self.peer_connections.insert(sender_id.clone(), conn);
+            self.peer_connections.insert(key, conn);
         }
         if let Some(c) = self.connections.get_mut(&conn) {
             c.state = ConnectionState::Joined {
@@ -466,9 +639,22 @@ impl Engine {
                 return self.close(conn, close_code::INVALID_PAYLOAD, reason, out);
             }
         };
-        if let Some(c) = self.connections.get_mut(&conn) {
-            c.docs.insert(doc.clone());
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if !c.access.in_scope(&doc) {
+            // Exactly what a never-seen id gets, without waiting for storage (nothing is looked up).
+            out.push(Effect::Refused {
+                conn,
+                doc: Some(doc.clone()),
+                refusal: Refusal::OutOfScope,
+            });
+            send_unavailable(&self.config, &self.connections, conn, &doc, out);
+            return;
         }
+        c.docs.insert(doc.clone());
+        let workspace = c.access.workspace.clone();
+        let writable = c.access.can_write();
         let entry = self.docs.entry(doc.clone()).or_insert_with(|| {
             out.push(Effect::Load { doc: doc.clone() });
             DocEntry::new(DocState::Loading, now)
@@ -479,6 +665,8 @@ impl Engine {
             conn,
             kind,
             message,
+            workspace,
+            writable,
         });
         self.process(&doc, out);
     }
@@ -501,13 +689,26 @@ impl Engine {
             }
             DocState::Absent => {
                 // A peer that has changes (or heads) pushes the document: it exists from now on.
-                let someone_has_it = entry
+                // Only a peer that may write creates it, in its own workspace.
+                let creator = entry
                     .pending
                     .iter()
-                    .any(|p| !p.message.heads.is_empty() || !p.message.changes.is_empty());
-                if someone_has_it {
+                    .find(|p| {
+                        p.writable && (!p.message.heads.is_empty() || !p.message.changes.is_empty())
+                    })
+                    .map(|p| p.workspace.clone());
+                if let Some(workspace) = creator {
                     entry.state = DocState::Ready(Box::new(Automerge::new()));
                     self.resident += 1;
+                    // Waiting peers of other workspaces never see it.
+                    let connections = &self.connections;
+                    entry.wanting.retain(|c| {
+                        connections
+                            .get(c)
+                            .is_some_and(|c| c.access.workspace == workspace)
+                    });
+                    entry.workspace = Some(workspace);
+                    entry.stored_bytes = 0;
                     self.apply_pending(doc_id, out);
                 } else {
                     for p in std::mem::take(&mut entry.pending) {
@@ -531,12 +732,71 @@ impl Engine {
         let DocState::Ready(doc) = &mut entry.state else {
             return;
         };
-        let mut pending = std::mem::take(&mut entry.pending);
+        let doc_workspace = entry
+            .workspace
+            .get_or_insert_with(|| DEFAULT_WORKSPACE.to_owned())
+            .clone();
+        let mut offenders: Vec<(ConnectionId, u16, String)> = Vec::new();
+
+        // Authorization and quota first: what is refused here is never applied.
+        let mut pending = Vec::new();
+        let mut incoming: u64 = 0;
+        for mut p in std::mem::take(&mut entry.pending) {
+            if p.workspace != doc_workspace {
+                // Answered exactly like an id nobody ever created; not remembered as "wanting".
+                out.push(Effect::Refused {
+                    conn: p.conn,
+                    doc: Some(doc_id.clone()),
+                    refusal: Refusal::OtherWorkspace,
+                });
+                entry.peers.remove(&p.conn);
+                send_unavailable(&self.config, &self.connections, p.conn, doc_id, out);
+                continue;
+            }
+            if p.message.changes.is_empty() {
+                pending.push(p);
+                continue;
+            }
+            if !p.writable {
+                out.push(Effect::Refused {
+                    conn: p.conn,
+                    doc: Some(doc_id.clone()),
+                    refusal: Refusal::ReadOnlyChanges,
+                });
+                p.message.changes = sync::ChunkList::empty();
+                pending.push(p);
+                continue;
+            }
+            let bytes: u64 = p.message.changes.iter().map(|c| c.len() as u64).sum();
+            if let Some(limit) = self.config.max_document_bytes {
+                let size = entry
+                    .stored_bytes
+                    .saturating_add(incoming)
+                    .saturating_add(bytes);
+                if size > limit {
+                    out.push(Effect::Refused {
+                        conn: p.conn,
+                        doc: Some(doc_id.clone()),
+                        refusal: Refusal::QuotaExceeded { size, limit },
+                    });
+                    offenders.push((
+                        p.conn,
+                        close_code::MESSAGE_TOO_BIG,
+                        format!(
+                            "document {doc_id} would exceed its size quota ({size} > {limit} bytes); changes refused"
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            incoming += bytes;
+            pending.push(p);
+        }
+
         let senders: HashSet<ConnectionId> = pending.iter().map(|p| p.conn).collect();
         let before = doc.get_heads();
 
         // All changes first, in one call: applying costs grow with history, so one batch per document.
-        let mut offenders: Vec<(ConnectionId, String)> = Vec::new();
         let mut had_changes = vec![false; pending.len()];
         let mut all_changes = Vec::new();
         for (i, p) in pending.iter_mut().enumerate() {
@@ -560,6 +820,7 @@ impl Engine {
                 if let Err(e) = doc.load_incremental(&bytes) {
                     offenders.push((
                         p.conn,
+                        close_code::INVALID_PAYLOAD,
                         format!("invalid changes for document {doc_id}: {e}"),
                     ));
                 }
@@ -570,18 +831,25 @@ impl Engine {
                 conn,
                 kind,
                 mut message,
+                writable,
+                ..
             } = p;
-            if offenders.iter().any(|(c, _)| *c == conn) || !self.connections.contains_key(&conn) {
+            if offenders.iter().any(|(c, _, _)| *c == conn) || !self.connections.contains_key(&conn)
+            {
                 continue; // a departed peer's changes are kept, its sync state is not
             }
             message.changes = sync::ChunkList::empty();
-            let state = entry.peers.entry(conn).or_default();
+            let state = entry
+                .peers
+                .entry(conn)
+                .or_insert_with(|| new_sync_state(writable));
             // With the changes already applied, receive_sync_message would think we already told this
             // peer our (new) heads; restore its view so the reply acknowledges them.
             let last_sent = state.last_sent_heads.clone();
             if let Err(e) = doc.receive_sync_message(state, message) {
                 offenders.push((
                     conn,
+                    close_code::INVALID_PAYLOAD,
                     format!("sync message for document {doc_id} failed: {e}"),
                 ));
                 continue;
@@ -604,17 +872,25 @@ impl Engine {
             } else {
                 PersistOp::Append(doc.save_after(&entry.persisted_heads))
             };
+            // The quota counts compressed Automerge data: the last snapshot plus the changes as
+            // received (an appended chunk is stored uncompressed and is often larger).
+            let stored_bytes = match &op {
+                PersistOp::Snapshot(b) => b.len() as u64,
+                PersistOp::Append(_) => entry.stored_bytes.saturating_add(incoming),
+            };
             let write = self.next_write;
             self.next_write += 1;
             entry.in_flight = Some(InFlightWrite {
                 write,
                 heads: after,
                 snapshot,
+                stored_bytes,
             });
             self.writes.insert(write, doc_id.clone());
             out.push(Effect::Persist {
                 write,
                 doc: doc_id.clone(),
+                workspace: doc_workspace,
                 op,
             });
         } else {
@@ -622,13 +898,8 @@ impl Engine {
             let peers = entry.peers.iter_mut().filter(|(c, _)| senders.contains(c));
             generate_for(&self.config, &self.connections, doc_id, doc, peers, out);
         }
-        for (conn, reason) in offenders {
-            self.close(
-                conn,
-                close_code::INVALID_PAYLOAD,
-                format!("connection {conn}: {reason}"),
-                out,
-            );
+        for (conn, code, reason) in offenders {
+            self.close(conn, code, format!("connection {conn}: {reason}"), out);
         }
     }
 
@@ -643,6 +914,7 @@ impl Engine {
             return;
         };
         entry.persisted_heads = in_flight.heads;
+        entry.stored_bytes = in_flight.stored_bytes;
         entry.chunks_since_snapshot = if in_flight.snapshot {
             0
         } else {
@@ -650,9 +922,19 @@ impl Engine {
         };
         entry.last_active = now;
         if let DocState::Ready(doc) = &entry.state {
-            // Peers that were told "unavailable" get the document now.
+            // Peers that were told "unavailable" get the document now (if it is theirs to see).
+            let workspace = entry.workspace.as_deref().unwrap_or(DEFAULT_WORKSPACE);
             for conn in std::mem::take(&mut entry.wanting) {
-                entry.peers.entry(conn).or_default();
+                let Some(c) = self.connections.get(&conn) else {
+                    continue;
+                };
+                if c.access.workspace == workspace && c.access.in_scope(&doc_id) {
+                    let writable = c.access.can_write();
+                    entry
+                        .peers
+                        .entry(conn)
+                        .or_insert_with(|| new_sync_state(writable));
+                }
             }
             generate_for(
                 &self.config,
@@ -707,9 +989,15 @@ impl Engine {
         }
         entry.last_active = now;
         entry.state = match result {
-            LoadResult::Found(doc) => {
+            LoadResult::Found {
+                doc,
+                workspace,
+                stored_bytes,
+            } => {
                 entry.persisted_heads = doc.get_heads();
                 self.resident += 1;
+                entry.workspace = Some(workspace);
+                entry.stored_bytes = stored_bytes;
                 DocState::Ready(doc)
             }
             LoadResult::NotFound => DocState::Absent,
@@ -730,17 +1018,29 @@ impl Engine {
         data: Vec<u8>,
         out: &mut Vec<Effect>,
     ) {
-        let key = (sender_id, session_id);
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        // Only a peer's own presence is relayed, only for documents it may see.
+        if joined_peer_id(&self.connections, conn) != Some(sender_id.as_str())
+            || !c.access.in_scope(&doc_id)
+        {
+            return;
+        }
+        let workspace = c.access.workspace.clone();
+        let Some(entry) = self.docs.get(&doc_id) else {
+            return;
+        };
+        if entry.workspace.as_deref() != Some(workspace.as_str()) {
+            return;
+        }
+        let key = (workspace, sender_id, session_id);
         match self.ephemeral_seen.get(&key) {
             Some(last) if count <= *last => return,
             _ => {}
         }
-        let (sender_id, session_id) = key;
-        self.ephemeral_seen
-            .insert((sender_id.clone(), session_id.clone()), count);
-        let Some(entry) = self.docs.get(&doc_id) else {
-            return;
-        };
+        self.ephemeral_seen.insert(key.clone(), count);
+        let (workspace, sender_id, session_id) = key;
         let targets: HashSet<ConnectionId> = entry
             .peers
             .keys()
@@ -749,6 +1049,12 @@ impl Engine {
             .collect();
         for target in targets {
             if target == conn {
+                continue;
+            }
+            let Some(t) = self.connections.get(&target) else {
+                continue;
+            };
+            if t.access.workspace != workspace || !t.access.in_scope(&doc_id) {
                 continue;
             }
             let Some(target_peer) = joined_peer_id(&self.connections, target) else {
@@ -786,6 +1092,7 @@ impl Engine {
             let reason = format!("connection {conn}: no join within {}s", timeout.as_secs());
             self.close(conn, close_code::POLICY_VIOLATION, reason, out);
         }
+        self.ticket_peers.retain(|_, (_, expires)| *expires > now);
         let evict = self.config.idle_evict;
         let mut evicted = 0;
         self.docs.retain(|_, d| {
@@ -813,12 +1120,13 @@ impl Engine {
         let Some(connection) = self.connections.remove(&conn) else {
             return;
         };
-        if let ConnectionState::Joined { peer_id } = &connection.state
-            && self.peer_connections.get(peer_id) == Some(&conn)
-        {
-            self.peer_connections.remove(peer_id);
-            self.ephemeral_seen
-                .retain(|(sender, _), _| sender != peer_id);
+        if let ConnectionState::Joined { peer_id } = &connection.state {
+            let key = (connection.access.workspace.clone(), peer_id.clone());
+            if self.peer_connections.get(&key) == Some(&conn) {
+                self.peer_connections.remove(&key);
+                self.ephemeral_seen
+                    .retain(|(ws, sender, _), _| !(*ws == key.0 && *sender == key.1));
+            }
         }
         for doc_id in connection.docs {
             if let Some(entry) = self.docs.get_mut(&doc_id) {
@@ -836,6 +1144,16 @@ impl Engine {
                 self.docs.remove(doc_id);
             }
         }
+    }
+}
+
+/// A fresh sync state for a connection: read-only connections never have their changes applied, and
+/// a read-only state also stops us asking for them again and again.
+fn new_sync_state(writable: bool) -> sync::State {
+    if writable {
+        sync::State::new()
+    } else {
+        sync::State::new_read_only()
     }
 }
 

@@ -13,7 +13,7 @@ use driftless_client_protocol::{Message, encode};
 fn handshake_answers_join_with_peer_and_storage_id() {
     let mut server = Server::new();
     let mut alice = Client::new("alice", 1);
-    let effects = server.input(Input::Connected { conn: 1 });
+    let effects = server.input(connected(1));
     assert!(
         effects.is_empty(),
         "nothing is sent before join: {effects:?}"
@@ -36,7 +36,7 @@ fn handshake_answers_join_with_peer_and_storage_id() {
 #[test]
 fn join_without_versions_is_version_one() {
     let mut server = Server::new();
-    server.input(Input::Connected { conn: 1 });
+    server.input(connected(1));
     server.frame(
         1,
         &Message::Join {
@@ -51,7 +51,7 @@ fn join_without_versions_is_version_one() {
 #[test]
 fn unsupported_version_gets_error_then_close() {
     let mut server = Server::new();
-    server.input(Input::Connected { conn: 1 });
+    server.input(connected(1));
     let effects = server.frame(
         1,
         &Message::Join {
@@ -83,7 +83,7 @@ fn messages_before_join_are_ignored() {
     let mut server = Server::new();
     let mut alice = Client::new("alice", 1);
     alice.create(&doc_id(1), 1);
-    server.input(Input::Connected { conn: 1 });
+    server.input(connected(1));
     let sync = alice.outgoing(&doc_id(1)).unwrap();
     let effects = server.frame(1, &sync);
     assert!(effects.is_empty(), "{effects:?}");
@@ -116,7 +116,7 @@ fn undecodable_frame_closes_only_that_connection() {
 fn join_timeout_closes_silent_sockets() {
     let mut server = Server::new();
     let mut alice = Client::new("alice", 1);
-    server.input(Input::Connected { conn: 2 });
+    server.input(connected(2));
     alice.connect(&mut server);
     server.advance(Duration::from_secs(9));
     assert!(server.input(Input::Tick).is_empty());
@@ -164,9 +164,7 @@ fn stored_document_is_served_to_a_fresh_client() {
     assert!(server.disk.contains_key(&doc_id(1)));
 
     // A new engine over the same disk (a restart), and a client that has nothing.
-    let disk = std::mem::take(&mut server.disk);
-    let mut server = Server::new();
-    server.disk = disk;
+    let mut server = server.restarted();
     let mut carol = Client::new("carol", 3);
     carol.connect(&mut server);
     carol.want(&doc_id(1), 3);

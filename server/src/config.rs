@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{Keys, MIN_SECRET_BYTES, Secret};
+
 /// How hard a storage commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -32,6 +34,71 @@ pub struct Config {
     pub default_phone_region: Option<String>,
     /// WebSocket keep-alive ping interval (not a config key: 5 s, shortened by tests).
     pub ping_interval: Duration,
+    /// `[auth]`: `None` is open development mode (every peer in workspace `default`).
+    pub auth: Option<AuthConfig>,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `serve --allow-anonymous`: open mode may listen on a non-loopback address.
+    pub allow_anonymous: bool,
+}
+
+/// `[auth]`: the signing secrets, read from the environment at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub keys: Keys,
+    /// The variable the current secret came from (for messages; never the secret).
+    pub secret_env: String,
+    pub previous_secret_env: Option<String>,
+    /// How long a ticket from `POST /v1/tickets` is accepted.
+    pub ticket_ttl: Duration,
+}
+
+impl AuthConfig {
+    /// Auth with this secret and default settings (tests, embedding).
+    pub fn with_secret(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            keys: Keys {
+                current: Secret::new(secret),
+                previous: None,
+            },
+            secret_env: "DRIFTLESS_SECRET".into(),
+            previous_secret_env: None,
+            ticket_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[limits]`: what one connection, IP, workspace or document may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections_per_workspace: usize,
+    pub max_connections_per_ip: usize,
+    /// Token bucket on frames received per connection: refill rate and burst.
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// Token bucket on bytes received per connection: refill rate and burst (the burst is at least
+    /// `max_message_bytes`, so a maximal message always fits).
+    pub bytes_per_second: u64,
+    pub byte_burst: u64,
+    /// Largest document (compressed Automerge bytes).
+    pub max_document_bytes: u64,
+    /// Frames queued for one connection before it counts as a slow reader and is closed.
+    pub outbound_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_workspace: 10_000,
+            max_connections_per_ip: 256,
+            messages_per_second: 1_000,
+            message_burst: 2_000,
+            bytes_per_second: 16 * 1024 * 1024,
+            byte_burst: 32 * 1024 * 1024,
+            max_document_bytes: 256 * 1024 * 1024,
+            outbound_queue: 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -45,6 +112,9 @@ impl Default for Config {
             doc_idle_evict: Duration::from_secs(5 * 60),
             ping_interval: crate::ws::PING_INTERVAL,
             default_phone_region: None,
+            auth: None,
+            limits: Limits::default(),
+            allow_anonymous: false,
         }
     }
 }
@@ -64,6 +134,12 @@ pub enum ConfigError {
     InvalidValue { key: &'static str, message: String },
     #[error("config section `{key}` is not supported yet; remove it to start")]
     NotSupported { key: &'static str },
+    #[error("config key `{key}`: environment variable {var} {problem}")]
+    Env {
+        key: &'static str,
+        var: String,
+        problem: String,
+    },
 }
 
 /// Values given on the command line; `Some` wins over the file.
@@ -71,6 +147,8 @@ pub enum ConfigError {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `--allow-anonymous`.
+    pub allow_anonymous: bool,
 }
 
 /// The file as written. Every value is taken raw so errors can name their key.
@@ -115,19 +193,26 @@ impl Config {
         if let Some(data_dir) = overrides.data_dir {
             config.data_dir = data_dir;
         }
+        config.allow_anonymous |= overrides.allow_anonymous;
         Ok(config)
     }
 
-    /// Defaults overridden by the TOML text.
+    /// Defaults overridden by the TOML text; secrets come from the process environment.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_str_env(text, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_toml_str`] with `env` standing in for the process environment.
+    pub fn from_toml_str_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<string>"),
             message: e.to_string(),
         })?;
         // Later issues add these sections; accepting them silently would pretend they work.
         for (key, present) in [
-            ("auth", file.auth.is_some()),
-            ("limits", file.limits.is_some()),
             ("bridges", file.bridges.is_some()),
             ("policies", file.policies.is_some()),
         ] {
@@ -197,8 +282,157 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = file.auth {
+            config.auth = Some(parse_auth(v, env)?);
+        }
+        if let Some(v) = file.limits {
+            config.limits = parse_limits(v)?;
+        }
         Ok(config)
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    secret_env: Option<toml::Value>,
+    previous_secret_env: Option<toml::Value>,
+    ticket_ttl: Option<toml::Value>,
+}
+
+fn section<T: serde::de::DeserializeOwned>(
+    name: &'static str,
+    v: toml::Value,
+) -> Result<T, ConfigError> {
+    v.try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            message: format!("[{name}]: {e}"),
+        })
+}
+
+fn read_secret(
+    key: &'static str,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let Some(value) = env(var) else {
+        return Ok(None);
+    };
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::Env {
+            key,
+            var: var.to_owned(),
+            problem: format!(
+                "holds a secret shorter than {MIN_SECRET_BYTES} bytes; use e.g. `openssl rand -base64 48`"
+            ),
+        });
+    }
+    Ok(Some(Secret::new(value.into_bytes())))
+}
+
+fn parse_auth(
+    v: toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AuthConfig, ConfigError> {
+    let file: AuthFile = section("auth", v)?;
+    let secret_env = match &file.secret_env {
+        Some(v) => expect_str("auth.secret_env", v)?.to_owned(),
+        None => return Err(invalid("auth.secret_env", "is required in [auth]")),
+    };
+    let current =
+        read_secret("auth.secret_env", &secret_env, env)?.ok_or_else(|| ConfigError::Env {
+            key: "auth.secret_env",
+            var: secret_env.clone(),
+            problem: "is not set".into(),
+        })?;
+    let previous_secret_env = file
+        .previous_secret_env
+        .as_ref()
+        .map(|v| expect_str("auth.previous_secret_env", v).map(str::to_owned))
+        .transpose()?;
+    // An unset previous secret is normal (no rotation in progress).
+    let previous = match &previous_secret_env {
+        Some(var) => read_secret("auth.previous_secret_env", var, env)?,
+        None => None,
+    };
+    let mut ticket_ttl = Duration::from_secs(300);
+    if let Some(v) = &file.ticket_ttl {
+        let s = expect_str("auth.ticket_ttl", v)?;
+        ticket_ttl = parse_duration(s).map_err(|m| invalid("auth.ticket_ttl", m))?;
+        if ticket_ttl < Duration::from_secs(10) || ticket_ttl > Duration::from_secs(3600) {
+            return Err(invalid(
+                "auth.ticket_ttl",
+                format!("`{s}` must be between 10s and 1h"),
+            ));
+        }
+    }
+    Ok(AuthConfig {
+        keys: Keys { current, previous },
+        secret_env,
+        previous_secret_env,
+        ticket_ttl,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_connections_per_workspace: Option<toml::Value>,
+    max_connections_per_ip: Option<toml::Value>,
+    messages_per_second: Option<toml::Value>,
+    message_burst: Option<toml::Value>,
+    bytes_per_second: Option<toml::Value>,
+    byte_burst: Option<toml::Value>,
+    max_document_bytes: Option<toml::Value>,
+    outbound_queue: Option<toml::Value>,
+}
+
+fn positive(key: &'static str, v: &Option<toml::Value>) -> Result<Option<u64>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let n = v
+        .as_integer()
+        .ok_or_else(|| invalid(key, "must be a positive integer"))?;
+    u64::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .map(Some)
+        .ok_or_else(|| invalid(key, format!("{n} is not a positive integer")))
+}
+
+fn parse_limits(v: toml::Value) -> Result<Limits, ConfigError> {
+    let f: LimitsFile = section("limits", v)?;
+    let mut l = Limits::default();
+    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let to_u32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    if let Some(n) = positive(
+        "limits.max_connections_per_workspace",
+        &f.max_connections_per_workspace,
+    )? {
+        l.max_connections_per_workspace = to_usize(n);
+    }
+    if let Some(n) = positive("limits.max_connections_per_ip", &f.max_connections_per_ip)? {
+        l.max_connections_per_ip = to_usize(n);
+    }
+    if let Some(n) = positive("limits.messages_per_second", &f.messages_per_second)? {
+        l.messages_per_second = to_u32(n);
+    }
+    if let Some(n) = positive("limits.message_burst", &f.message_burst)? {
+        l.message_burst = to_u32(n);
+    }
+    if let Some(n) = positive("limits.bytes_per_second", &f.bytes_per_second)? {
+        l.bytes_per_second = n;
+    }
+    if let Some(n) = positive("limits.byte_burst", &f.byte_burst)? {
+        l.byte_burst = n;
+    }
+    if let Some(n) = positive("limits.max_document_bytes", &f.max_document_bytes)? {
+        l.max_document_bytes = n;
+    }
+    if let Some(n) = positive("limits.outbound_queue", &f.outbound_queue)? {
+        l.outbound_queue = to_usize(n);
+    }
+    Ok(l)
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -307,11 +541,105 @@ mod tests {
         }
     }
 
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "S" => Some("s".repeat(40)),
+            "OLD" => Some("o".repeat(40)),
+            "SHORT" => Some("short".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn auth_section() {
+        let c = Config::from_toml_str_env(
+            "[auth]\nsecret_env = \"S\"\nprevious_secret_env = \"OLD\"\nticket_ttl = \"2m\"\n",
+            &env,
+        )
+        .unwrap();
+        let auth = c.auth.unwrap();
+        assert_eq!(auth.keys.current, Secret::new("s".repeat(40)));
+        assert_eq!(auth.keys.previous, Some(Secret::new("o".repeat(40))));
+        assert_eq!(auth.ticket_ttl, Duration::from_secs(120));
+        // No rotation in progress: the previous variable may be unset.
+        let c = Config::from_toml_str_env(
+            "[auth]\nsecret_env = \"S\"\nprevious_secret_env = \"UNSET\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.auth.unwrap().keys.previous, None);
+        assert!(Config::from_toml_str_env("", &env).unwrap().auth.is_none());
+        for (text, needle) in [
+            ("[auth]\n", "auth.secret_env"),
+            ("[auth]\nsecret_env = \"UNSET\"", "UNSET is not set"),
+            ("[auth]\nsecret_env = \"SHORT\"", "shorter than 32"),
+            (
+                "[auth]\nsecret_env = \"S\"\nticket_ttl = \"2d\"",
+                "auth.ticket_ttl",
+            ),
+            (
+                "[auth]\nsecret_env = \"S\"\nticket_ttl = \"2h\"",
+                "auth.ticket_ttl",
+            ),
+            ("[auth]\nsecret_env = \"S\"\nsecret = \"x\"", "secret"),
+        ] {
+            let err = Config::from_toml_str_env(text, &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(!err.contains(&"s".repeat(40)), "never the secret: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_section() {
+        let c = Config::from_toml_str_env(
+            "[limits]\nmax_connections_per_workspace = 5\nmax_connections_per_ip = 2\n\
+             messages_per_second = 10\nmessage_burst = 20\nbytes_per_second = 1000\n\
+             byte_burst = 2000\nmax_document_bytes = 4096\noutbound_queue = 8\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_connections_per_workspace: 5,
+                max_connections_per_ip: 2,
+                messages_per_second: 10,
+                message_burst: 20,
+                bytes_per_second: 1000,
+                byte_burst: 2000,
+                max_document_bytes: 4096,
+                outbound_queue: 8,
+            }
+        );
+        assert_eq!(
+            Config::from_toml_str_env("[limits]\n", &env)
+                .unwrap()
+                .limits,
+            Limits::default()
+        );
+        for (text, key) in [
+            (
+                "[limits]\nmax_connections_per_ip = 0",
+                "limits.max_connections_per_ip",
+            ),
+            (
+                "[limits]\nmessages_per_second = \"fast\"",
+                "limits.messages_per_second",
+            ),
+            ("[limits]\nmax_doc_bytes = 3", "max_doc_bytes"),
+        ] {
+            let err = Config::from_toml_str_env(text, &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
     #[test]
     fn later_sections_are_refused() {
         for (text, key) in [
-            ("[auth]\nsecret_env = \"X\"", "auth"),
-            ("[limits]", "limits"),
             ("[[bridges]]\nid = \"a\"", "bridges"),
             ("[[policies]]\nfield = \"phones\"", "policies"),
         ] {
@@ -350,6 +678,7 @@ mod tests {
         let flags = Overrides {
             listen: Some("127.0.0.1:5000".parse().unwrap()),
             data_dir: Some(PathBuf::from("/from/flag")),
+            allow_anonymous: false,
         };
         let both = Config::load(Some(&path), flags.clone()).unwrap();
         assert_eq!(both.listen, "127.0.0.1:5000".parse().unwrap());

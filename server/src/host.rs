@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use automerge::Automerge;
 use driftless_client_protocol::DocumentId;
 use driftless_client_protocol::engine::{
-    CloseReason, ConnectionId, Effect, Engine, Input, LoadResult,
+    Access, CloseReason, ConnectionId, DEFAULT_WORKSPACE, Effect, Engine, Input, LoadResult,
+    Refusal,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -54,6 +55,10 @@ pub trait SyncEngine: Send + 'static {
     fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>);
     fn resident_document_count(&self) -> usize;
     fn document(&self, doc: &DocumentId) -> Option<&Automerge>;
+    /// A resident document with its workspace.
+    fn document_in_workspace(&self, doc: &DocumentId) -> Option<(&Automerge, &str)> {
+        self.document(doc).map(|d| (d, DEFAULT_WORKSPACE))
+    }
 }
 
 impl SyncEngine for Engine {
@@ -66,6 +71,9 @@ impl SyncEngine for Engine {
     fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
         Engine::document(self, doc)
     }
+    fn document_in_workspace(&self, doc: &DocumentId) -> Option<(&Automerge, &str)> {
+        Engine::document_in_workspace(self, doc)
+    }
 }
 
 /// What the engine thread can be asked, over the bounded network channel.
@@ -75,13 +83,17 @@ pub enum HostInput {
     Register {
         conn: ConnectionId,
         peer: SocketAddr,
+        /// What the connection's credentials allow (decided at the upgrade).
+        access: Access,
         handle: ConnHandle,
     },
     /// `FrameReceived` or `Disconnected` from a connection task.
     Engine(Input),
-    /// An HTTP read of a document: answered from the resident copy, else from storage.
+    /// An HTTP read of a document in `workspace`: answered from the resident copy, else from
+    /// storage; a document of another workspace is "not found".
     GetDocJson {
         doc: DocumentId,
+        workspace: String,
         reply: oneshot::Sender<DocJson>,
     },
 }
@@ -97,6 +109,7 @@ pub struct ConnHandle {
 
 struct Conn {
     peer: SocketAddr,
+    workspace: String,
     outbound: mpsc::Sender<Vec<u8>>,
     /// `None` once a close was requested; later sends to the connection are dropped.
     close: Option<oneshot::Sender<CloseReason>>,
@@ -294,10 +307,15 @@ impl<E: SyncEngine> Host<E> {
                         warn!(
                             conn,
                             peer = %entry.peer,
+                            workspace = %entry.workspace,
+                            limit = crate::limits::limit::OUTBOUND_QUEUE,
                             capacity = entry.outbound.max_capacity(),
-                            "connection is not reading fast enough (outbound queue full); closing it"
+                            "limit hit: connection is not reading fast enough (outbound queue full); closing it"
                         );
                         self.metrics.slow_reader_closes.fetch_add(1, Relaxed);
+                        self.metrics
+                            .limit_hits
+                            .inc(crate::limits::limit::OUTBOUND_QUEUE);
                         entry.close(CloseReason {
                             code: SLOW_READER_CLOSE_CODE,
                             reason: "too slow: outbound queue full".into(),
@@ -317,9 +335,20 @@ impl<E: SyncEngine> Host<E> {
                     });
                 }
             }
-            Effect::Persist { write, doc, op } => {
+            Effect::Persist {
+                write,
+                doc,
+                workspace,
+                op,
+            } => {
                 self.pending_writes += 1;
-                if let Err(stopped) = self.writes.submit(PersistRequest { write, doc, op }) {
+                let request = PersistRequest {
+                    write,
+                    doc,
+                    workspace,
+                    op,
+                };
+                if let Err(stopped) = self.writes.submit(request) {
                     error!(
                         write,
                         doc = %stopped.0.doc,
@@ -331,12 +360,42 @@ impl<E: SyncEngine> Host<E> {
                     });
                 }
             }
+            Effect::Refused { conn, doc, refusal } => self.refused(conn, doc, &refusal),
             Effect::Close { conn, reason } => {
                 if let Some(entry) = self.conns.get_mut(&conn) {
                     debug!(conn, peer = %entry.peer, code = reason.code, reason = %reason.reason, "engine closes connection");
                     entry.close(reason);
                 }
             }
+        }
+    }
+
+    fn refused(&mut self, conn: ConnectionId, doc: Option<DocumentId>, refusal: &Refusal) {
+        self.metrics.refusals.inc(refusal.kind());
+        let (peer, workspace) = match self.conns.get(&conn) {
+            Some(c) => (Some(c.peer), c.workspace.as_str()),
+            None => (None, ""),
+        };
+        let doc = doc.map(|d| d.to_string()).unwrap_or_default();
+        match refusal {
+            Refusal::ReadOnlyChanges => info!(
+                conn, peer = ?peer, workspace, %doc,
+                "read-only connection sent changes; not applied, persisted or forwarded"
+            ),
+            Refusal::QuotaExceeded { size, limit } => {
+                self.metrics
+                    .limit_hits
+                    .inc(crate::limits::limit::DOCUMENT_BYTES);
+                warn!(
+                    conn, peer = ?peer, workspace, %doc, size, limit,
+                    limit_name = crate::limits::limit::DOCUMENT_BYTES,
+                    "limit hit: document would exceed its size quota; changes refused, connection closed"
+                );
+            }
+            other => info!(
+                conn, peer = ?peer, workspace, %doc, refusal = other.kind(),
+                "refused: answered doc-unavailable or closed"
+            ),
         }
     }
 
@@ -355,16 +414,22 @@ impl<E: SyncEngine> Host<E> {
 
     fn network(&mut self, input: HostInput) {
         match input {
-            HostInput::Register { conn, peer, handle } => {
+            HostInput::Register {
+                conn,
+                peer,
+                access,
+                handle,
+            } => {
                 if self.shutting_down {
                     let _ = handle.close.send(shutdown_reason());
                     return;
                 }
-                debug!(conn, %peer, "connected");
+                debug!(conn, %peer, workspace = %access.workspace, role = ?access.role, "connected");
                 self.conns.insert(
                     conn,
                     Conn {
                         peer,
+                        workspace: access.workspace.clone(),
                         outbound: handle.outbound,
                         close: Some(handle.close),
                     },
@@ -372,7 +437,7 @@ impl<E: SyncEngine> Host<E> {
                 self.metrics
                     .connections
                     .store(self.conns.len() as u64, Relaxed);
-                self.feed(Input::Connected { conn });
+                self.feed(Input::Connected { conn, access });
             }
             HostInput::Engine(Input::Disconnected { conn }) => {
                 // Only connections the engine saw connect are reported, and only once.
@@ -394,12 +459,20 @@ impl<E: SyncEngine> Host<E> {
             HostInput::Engine(other) => {
                 warn!(input = ?other, "unexpected input on the network channel; ignored");
             }
-            HostInput::GetDocJson { doc, reply } => match self.engine.document(&doc) {
-                Some(document) => {
-                    let _ = reply.send(document_json(document));
+            HostInput::GetDocJson {
+                doc,
+                workspace,
+                reply,
+            } => match self.engine.document_in_workspace(&doc) {
+                Some((document, ws)) => {
+                    let _ = reply.send(if ws == workspace {
+                        document_json(document)
+                    } else {
+                        DocJson::NotFound
+                    });
                 }
                 None => {
-                    if let Err(e) = self.loader.read_json(doc, reply) {
+                    if let Err(e) = self.loader.read_json(doc, workspace, reply) {
                         error!(error = %e, "cannot read document for HTTP");
                     }
                 }

@@ -1,5 +1,10 @@
 //! HTTP routes and the one place that maps failures to HTTP statuses and JSON error bodies.
 //! Any path that is not a route accepts a WebSocket upgrade (automerge-repo clients pick the path).
+//!
+//! Authentication happens here, before anything else: a WebSocket upgrade without valid credentials
+//! (`Authorization: Bearer <token>` or `?ticket=`) is answered 401 and no WebSocket ever exists; an
+//! upgrade over the connection caps is answered 429. `/v1/*` needs a bearer token; `/healthz` and
+//! `/metrics` are open and say nothing about documents. Must not: log a token or a ticket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,11 +15,16 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use driftless_client_protocol::DocumentId;
+use driftless_client_protocol::engine::{Access, DEFAULT_WORKSPACE, TicketGrant};
 use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
 
+use crate::auth::{self, AuthError, ClaimRole, Claims};
+use crate::config::AuthConfig;
 use crate::host::HostInput;
+use crate::limits::Admission;
 use crate::loader::DocJson;
 use crate::metrics::Metrics;
 use crate::ws::{self, WsContext};
@@ -24,6 +34,9 @@ pub struct AppState {
     pub net_tx: mpsc::Sender<HostInput>,
     pub metrics: Arc<Metrics>,
     pub ws: WsContext,
+    /// `None`: open development mode.
+    pub auth: Option<Arc<AuthConfig>>,
+    pub admission: Arc<Admission>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -31,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/v1/docs/{document_id}", get(get_doc))
+        .route("/v1/tickets", post(post_ticket))
         .fallback(fallback)
         .with_state(state)
 }
@@ -64,7 +78,104 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED
+            && let Ok(value) = header::HeaderValue::from_str("Bearer realm=\"driftless\"")
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+/// The bearer token of `Authorization`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The value of `key` in a query string (tokens and tickets are URL-safe: no decoding needed).
+fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// Claims anyone has in open mode.
+fn open_claims() -> Claims {
+    Claims {
+        sub: "anonymous".into(),
+        ws: DEFAULT_WORKSPACE.into(),
+        role: ClaimRole::Write,
+        exp: u64::MAX,
+        docs: None,
+        tkt: None,
+    }
+}
+
+impl AppState {
+    fn auth_failed(&self, what: &str, peer: Option<SocketAddr>, e: AuthError) -> ApiError {
+        self.metrics.auth_failures.inc(e.code());
+        info!(peer = ?peer, reason = e.code(), "{what} refused: {e}");
+        e.into()
+    }
+
+    /// The claims of the request's bearer token (`/v1/*`).
+    fn api_claims(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        let Some(auth) = &self.auth else {
+            return Ok(open_claims());
+        };
+        let token = bearer(headers).ok_or(AuthError::Missing);
+        token
+            .and_then(|t| auth.keys.verify_token(t, auth::unix_now()))
+            .map_err(|e| self.auth_failed("API request", None, e))
+    }
+
+    /// The access of a WebSocket upgrade: a bearer token, or a ticket in the URL.
+    fn upgrade_access(
+        &self,
+        peer: SocketAddr,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Access, ApiError> {
+        let Some(auth) = &self.auth else {
+            return Ok(Access::open());
+        };
+        let now = auth::unix_now();
+        let query = uri.query();
+        let result = if query_param(query, "token").is_some()
+            || query_param(query, "access_token").is_some()
+        {
+            Err(AuthError::TokenInUrl)
+        } else if let Some(ticket) = query_param(query, "ticket") {
+            auth.keys.verify_ticket(ticket, now).map(|claims| {
+                let left = std::time::Duration::from_secs(claims.exp.saturating_sub(now));
+                let mut access = claims.access();
+                access.ticket = claims.tkt.clone().map(|id| TicketGrant {
+                    id,
+                    expires: std::time::Instant::now() + left,
+                });
+                access
+            })
+        } else if let Some(token) = bearer(headers) {
+            auth.keys.verify_token(token, now).map(|c| c.access())
+        } else {
+            Err(AuthError::Missing)
+        };
+        result.map_err(|e| self.auth_failed("WebSocket upgrade", Some(peer), e))
     }
 }
 
@@ -78,10 +189,34 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// `POST /v1/tickets`: a short-lived ticket for the bearer token, for `?ticket=` on the WebSocket URL.
+async fn post_ticket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(auth) = state.auth.clone() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "auth_disabled",
+            "the server runs in open development mode (no [auth]); connect without a ticket",
+        ));
+    };
+    let claims = state.api_claims(&headers)?;
+    let now = auth::unix_now();
+    let ticket = auth.keys.issue_ticket(&claims, auth.ticket_ttl, now);
+    info!(sub = %ticket.sub, workspace = %ticket.ws, expires_at = ticket.exp, "ticket issued");
+    Ok(Json(serde_json::json!({
+        "ticket": auth.keys.sign(&ticket),
+        "expires_at": auth::rfc3339(ticket.exp),
+    })))
+}
+
 async fn get_doc(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(document_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
     let doc: DocumentId =
         document_id
             .parse()
@@ -92,10 +227,22 @@ async fn get_doc(
                     e.to_string(),
                 )
             })?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "document_not_found",
+            format!("document {doc} not found"),
+        )
+    };
+    // Out of the token's scope: exactly like a document that does not exist.
+    if !claims.in_scope(&doc) {
+        return Err(not_found());
+    }
     // Through the engine thread, so a resident document answers with its current state.
     let (reply, answer) = oneshot::channel();
     let lookup = HostInput::GetDocJson {
         doc: doc.clone(),
+        workspace: claims.ws.clone(),
         reply,
     };
     state
@@ -105,11 +252,7 @@ async fn get_doc(
         .map_err(|_| ApiError::shutting_down())?;
     match answer.await.map_err(|_| ApiError::shutting_down())? {
         DocJson::Found(value) => Ok(Json(value)),
-        DocJson::NotFound => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "document_not_found",
-            format!("document {doc} not found"),
-        )),
+        DocJson::NotFound => Err(not_found()),
         DocJson::Failed(_) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "document_unreadable",
@@ -129,12 +272,30 @@ async fn fallback(
 ) -> Response {
     match upgrade {
         Ok(upgrade) => {
+            // Credentials and caps are checked before the WebSocket exists.
+            let access = match state.upgrade_access(peer, &uri, &headers) {
+                Ok(access) => access,
+                Err(e) => return e.into_response(),
+            };
+            let admission = match state.admission.admit(peer.ip(), &access.workspace) {
+                Ok(guard) => guard,
+                Err(limit) => {
+                    state.metrics.limit_hits.inc(limit);
+                    warn!(%peer, workspace = %access.workspace, limit, "limit hit: WebSocket upgrade refused");
+                    return ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_connections",
+                        format!("connection limit `{limit}` reached; try again later"),
+                    )
+                    .into_response();
+                }
+            };
             let limit = state.ws.max_message_bytes;
             let ctx = state.ws.clone();
             upgrade
                 .max_message_size(limit)
                 .max_frame_size(limit)
-                .on_upgrade(move |socket| ws::serve(socket, peer, ctx))
+                .on_upgrade(move |socket| ws::serve(socket, peer, ctx, access, admission))
         }
         // A broken upgrade attempt deserves the upgrade error, not a 404.
         Err(rejection) if headers.contains_key(header::UPGRADE) => rejection.into_response(),

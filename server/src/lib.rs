@@ -11,9 +11,11 @@
 //! Must not: implement protocol logic (that is the engine's), or let one connection's behaviour
 //! stall the others.
 
+pub mod auth;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod limits;
 pub mod loader;
 pub mod metrics;
 pub mod storage;
@@ -89,6 +91,28 @@ pub async fn run_with_engine<E: host::SyncEngine>(
              changes can be lost in a crash. Use this only for like-for-like benchmarks."
         );
     }
+    let local_addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    match &config.auth {
+        None if !local_addr.ip().is_loopback() && !config.allow_anonymous => {
+            anyhow::bail!(
+                "refusing to listen on {local_addr} without authentication: add an [auth] section \
+                 (see docs/security.md), listen on a loopback address, or pass --allow-anonymous"
+            );
+        }
+        None => warn!(
+            addr = %local_addr,
+            "OPEN DEVELOPMENT MODE: no [auth] section, so no authentication: every peer can read and \
+             write every document (all in workspace \"default\")"
+        ),
+        Some(auth) => info!(
+            secret_env = %auth.secret_env,
+            previous_secret = auth.keys.previous.is_some(),
+            ticket_ttl_s = auth.ticket_ttl.as_secs(),
+            "authentication on: tokens and tickets required"
+        ),
+    }
     let data_dir = config.data_dir.clone();
     let storage = tokio::task::spawn_blocking(move || Storage::open(&data_dir))
         .await
@@ -133,6 +157,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
     let engine_thread = host::spawn(host::HostParts {
         engine: make_engine(EngineConfig {
             idle_evict: config.doc_idle_evict,
+            max_document_bytes: Some(config.limits.max_document_bytes),
             ..EngineConfig::new(peer_id, storage_id)
         }),
         net_rx,
@@ -154,12 +179,12 @@ pub async fn run_with_engine<E: host::SyncEngine>(
             next_conn: Arc::new(AtomicU64::new(1)),
             max_message_bytes: config.max_message_bytes,
             ping_interval: config.ping_interval,
+            limits: config.limits.clone(),
         },
+        auth: config.auth.clone().map(Arc::new),
+        admission: limits::Admission::new(&config.limits),
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let local_addr = listener
-        .local_addr()
-        .context("listener has no local address")?;
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)

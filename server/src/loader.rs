@@ -23,8 +23,8 @@ pub enum DocJson {
 enum Job {
     /// Answer the engine with `StorageLoaded`.
     Engine(DocumentId),
-    /// Answer an HTTP read of a non-resident document.
-    Json(DocumentId, oneshot::Sender<DocJson>),
+    /// Answer an HTTP read of a non-resident document of a workspace.
+    Json(DocumentId, String, oneshot::Sender<DocJson>),
 }
 
 /// The pool. Dropping it lets queued jobs finish, then joins the threads.
@@ -79,13 +79,14 @@ impl Loader {
         self.send(Job::Engine(doc))
     }
 
-    /// Reads `doc` from storage as JSON.
+    /// Reads `doc` from storage as JSON, if it belongs to `workspace` (else "not found").
     pub fn read_json(
         &self,
         doc: DocumentId,
+        workspace: String,
         reply: oneshot::Sender<DocJson>,
     ) -> Result<(), LoaderStopped> {
-        self.send(Job::Json(doc, reply))
+        self.send(Job::Json(doc, workspace, reply))
     }
 
     fn send(&self, job: Job) -> Result<(), LoaderStopped> {
@@ -110,16 +111,23 @@ fn run_job(job: Job, storage: &Storage, metrics: &Metrics, report: &dyn Fn(Input
     metrics.storage_loads.fetch_add(1, Relaxed);
     match job {
         Job::Engine(doc) => {
-            let result = match storage.load_document(&doc) {
-                Ok(Some(document)) => LoadResult::Found(Box::new(document)),
+            let result = match storage.load_stored(&doc) {
+                Ok(Some(stored)) => LoadResult::Found {
+                    doc: Box::new(stored.document),
+                    workspace: stored.workspace,
+                    stored_bytes: stored.stored_bytes,
+                },
                 Ok(None) => LoadResult::NotFound,
                 Err(e) => LoadResult::Failed(load_failed(metrics, &doc, &e)),
             };
             report(Input::StorageLoaded { doc, result });
         }
-        Job::Json(doc, reply) => {
-            let answer = match storage.load_document(&doc) {
-                Ok(Some(document)) => document_json(&document),
+        Job::Json(doc, workspace, reply) => {
+            let answer = match storage.load_stored(&doc) {
+                Ok(Some(stored)) if stored.workspace == workspace => {
+                    document_json(&stored.document)
+                }
+                Ok(Some(_)) => DocJson::NotFound,
                 Ok(None) => DocJson::NotFound,
                 Err(e) => DocJson::Failed(load_failed(metrics, &doc, &e)),
             };

@@ -22,7 +22,39 @@ struct Cli {
 enum Command {
     /// Run the sync server. Flags override the config file, which overrides the defaults.
     Serve(ServeArgs),
-    // `bench` and `token` subcommands come with their issues.
+    /// Development tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    // The `bench` subcommand comes with its issue.
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a signed token (the secret comes from the variable named by `[auth] secret_env` in
+    /// the config file, else from DRIFTLESS_SECRET).
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IssueArgs {
+    /// Workspace the token grants.
+    #[arg(long)]
+    workspace: String,
+    /// `read` or `write`.
+    #[arg(long, value_parser = ["read", "write"])]
+    role: String,
+    /// Lifetime, e.g. 30m, 1h.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Limit the token to this document (repeatable).
+    #[arg(long = "doc", value_name = "DOCUMENT_ID")]
+    docs: Vec<String>,
+    /// Subject (who the token is for).
+    #[arg(long, default_value = "dev")]
+    sub: String,
+    /// Config file naming the secret's environment variable.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +68,10 @@ struct ServeArgs {
     /// Directory holding the database.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Without [auth], allow listening on a non-loopback address (anyone who can connect can read
+    /// and write everything).
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 impl ServeArgs {
@@ -43,6 +79,7 @@ impl ServeArgs {
         let overrides = Overrides {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
+            allow_anonymous: self.allow_anonymous,
         };
         Ok(Config::load(self.config.as_deref(), overrides)?)
     }
@@ -58,7 +95,56 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Token(TokenCommand::Issue(args)) => {
+            println!("{}", issue(&args, &|name| std::env::var(name).ok())?);
+            Ok(())
+        }
     }
+}
+
+/// A signed token for `args`; `env` is the process environment.
+fn issue(args: &IssueArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    use driftless_server::auth::{ClaimRole, Claims, Keys, MIN_SECRET_BYTES, Secret};
+    let var = match &args.config {
+        Some(path) => {
+            let config = Config::load(Some(path), Overrides::default())?;
+            match config.auth {
+                Some(auth) => auth.secret_env,
+                None => anyhow::bail!("{} has no [auth] section", path.display()),
+            }
+        }
+        None => "DRIFTLESS_SECRET".to_owned(),
+    };
+    let secret = env(&var)
+        .with_context(|| format!("environment variable {var} (the signing secret) is not set"))?;
+    anyhow::ensure!(
+        secret.len() >= MIN_SECRET_BYTES,
+        "the secret in {var} is shorter than {MIN_SECRET_BYTES} bytes"
+    );
+    let ttl = driftless_server::config::parse_duration(&args.ttl)
+        .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    anyhow::ensure!(!args.workspace.is_empty(), "--workspace must not be empty");
+    for doc in &args.docs {
+        doc.parse::<driftless_client_protocol::DocumentId>()
+            .map_err(|e| anyhow::anyhow!("--doc {doc}: {e}"))?;
+    }
+    let claims = Claims {
+        sub: args.sub.clone(),
+        ws: args.workspace.clone(),
+        role: if args.role == "read" {
+            ClaimRole::Read
+        } else {
+            ClaimRole::Write
+        },
+        exp: driftless_server::auth::unix_now().saturating_add(ttl.as_secs().max(1)),
+        docs: (!args.docs.is_empty()).then(|| args.docs.clone()),
+        tkt: None,
+    };
+    let keys = Keys {
+        current: Secret::new(secret.into_bytes()),
+        previous: None,
+    };
+    Ok(keys.sign(&claims))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -126,7 +212,9 @@ mod tests {
             "/tmp/x",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let config = args.config().unwrap();
         assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
@@ -136,8 +224,68 @@ mod tests {
     #[test]
     fn serve_needs_no_config() {
         let cli = Cli::try_parse_from(["driftless", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let config = args.config().unwrap();
         assert_eq!(config.listen, Config::default().listen);
+        assert!(!config.allow_anonymous);
+        let cli = Cli::try_parse_from(["driftless", "serve", "--allow-anonymous"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert!(args.config().unwrap().allow_anonymous);
+    }
+
+    #[test]
+    fn token_issue_signs_the_contract_format() {
+        let secret = "x".repeat(40);
+        let doc = driftless_client_protocol::DocumentId::from_bytes(&[3; 16]).to_string();
+        let cli = Cli::try_parse_from([
+            "driftless",
+            "token",
+            "issue",
+            "--workspace",
+            "acme",
+            "--role",
+            "read",
+            "--ttl",
+            "1h",
+            "--doc",
+            &doc,
+        ])
+        .unwrap();
+        let Command::Token(TokenCommand::Issue(args)) = cli.command else {
+            panic!("token issue")
+        };
+        let env = |name: &str| (name == "DRIFTLESS_SECRET").then(|| secret.clone());
+        let token = issue(&args, &env).unwrap();
+        let keys = driftless_server::auth::Keys {
+            current: driftless_server::auth::Secret::new(secret.clone().into_bytes()),
+            previous: None,
+        };
+        let claims = keys
+            .verify_token(&token, driftless_server::auth::unix_now())
+            .unwrap();
+        assert_eq!(claims.ws, "acme");
+        assert_eq!(claims.role, driftless_server::auth::ClaimRole::Read);
+        assert_eq!(claims.docs, Some(vec![doc]));
+        let left = claims.exp - driftless_server::auth::unix_now();
+        assert!((3590..=3600).contains(&left), "{left}");
+        // No secret: a clear error.
+        let err = issue(&args, &|_| None).unwrap_err().to_string();
+        assert!(err.contains("DRIFTLESS_SECRET"), "{err}");
+        assert!(
+            Cli::try_parse_from([
+                "driftless",
+                "token",
+                "issue",
+                "--workspace",
+                "w",
+                "--role",
+                "admin"
+            ])
+            .is_err()
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Process-wide counters, rendered as Prometheus text by `GET /metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -55,6 +57,32 @@ impl Histogram {
     }
 }
 
+/// A counter with one label whose values are static names.
+#[derive(Debug, Default)]
+pub struct LabeledCounter {
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl LabeledCounter {
+    pub fn inc(&self, label: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(label).or_default() += 1;
+    }
+
+    pub fn get(&self, label: &str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(label).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for (value, count) in counts.iter() {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+        }
+    }
+}
+
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
@@ -79,6 +107,12 @@ pub struct Metrics {
     pub storage_commit_seconds: Histogram,
     pub storage_loads: AtomicU64,
     pub storage_load_failures: AtomicU64,
+    /// Upgrades and API requests refused for their credentials, by reason.
+    pub auth_failures: LabeledCounter,
+    /// Limits that tripped, by limit name.
+    pub limit_hits: LabeledCounter,
+    /// What the engine refused (authorization, read-only, quota), by kind.
+    pub refusals: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -96,6 +130,9 @@ impl Default for Metrics {
             storage_commit_seconds: Histogram::new(SECONDS_BUCKETS),
             storage_loads: AtomicU64::new(0),
             storage_load_failures: AtomicU64::new(0),
+            auth_failures: LabeledCounter::default(),
+            limit_hits: LabeledCounter::default(),
+            refusals: LabeledCounter::default(),
         }
     }
 }
@@ -186,6 +223,24 @@ impl Metrics {
             &mut out,
             "driftless_storage_commit_seconds",
             "Time to commit one storage write transaction, fsync included.",
+        );
+        self.auth_failures.render(
+            &mut out,
+            "driftless_auth_failures_total",
+            "reason",
+            "WebSocket upgrades and API requests refused for their credentials.",
+        );
+        self.limit_hits.render(
+            &mut out,
+            "driftless_limit_hits_total",
+            "limit",
+            "Times a limit tripped (connection refused, throttled or closed).",
+        );
+        self.refusals.render(
+            &mut out,
+            "driftless_refusals_total",
+            "kind",
+            "Protocol messages refused by authorization, read-only access or the document quota.",
         );
         out
     }

@@ -2,7 +2,10 @@
 //!
 //! Layout: `meta` (`&str -> &str`) holds the persisted `storage_id`; `doc_chunks`
 //! (`(doc id bytes, seq) -> bytes`) holds each document as chunks in seq order. Seqs only grow, so a
-//! snapshot (delete all chunks, insert one) and later appends never reuse a key. Writes go through
+//! snapshot (delete all chunks, insert one) and later appends never reuse a key. `doc_workspace`
+//! (`doc id bytes -> workspace`) records the workspace a document belongs to, written in the same
+//! transaction as the document's chunks (a document stored before workspaces existed belongs to
+//! `default`). Writes go through
 //! the single group-commit writer ([`crate::writer`]); reads may run on any thread.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use crate::config::Durability;
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const DOC_CHUNKS: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("doc_chunks");
+const DOC_WORKSPACE: TableDefinition<&[u8], &str> = TableDefinition::new("doc_workspace");
 const STORAGE_ID_KEY: &str = "storage_id";
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "driftless.redb";
@@ -73,7 +77,18 @@ fn write_err(e: impl Into<redb::Error>) -> StorageError {
 pub struct PersistRequest {
     pub write: WriteId,
     pub doc: DocumentId,
+    /// The document's workspace, recorded with its chunks.
+    pub workspace: String,
     pub op: PersistOp,
+}
+
+/// A stored document with what the engine needs to know about it.
+#[derive(Debug)]
+pub struct StoredDocument {
+    pub document: Automerge,
+    pub workspace: String,
+    /// Total bytes of its stored chunks.
+    pub stored_bytes: u64,
 }
 
 impl PersistRequest {
@@ -153,11 +168,30 @@ impl Storage {
         Ok((!chunks.is_empty()).then_some(chunks))
     }
 
+    /// The workspace `doc` belongs to, if it has one recorded.
+    pub fn workspace(&self, doc: &DocumentId) -> Result<Option<String>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(DOC_WORKSPACE).map_err(read_err)?;
+        Ok(table
+            .get(doc.as_bytes())
+            .map_err(read_err)?
+            .map(|v| v.value().to_owned()))
+    }
+
     /// Loads `doc` as an Automerge document: the first chunk, then the rest incrementally.
     pub fn load_document(&self, doc: &DocumentId) -> Result<Option<Automerge>, LoadError> {
+        Ok(self.load_stored(doc)?.map(|s| s.document))
+    }
+
+    /// Loads `doc` with its workspace and stored size.
+    pub fn load_stored(&self, doc: &DocumentId) -> Result<Option<StoredDocument>, LoadError> {
         let Some(chunks) = self.load(doc)? else {
             return Ok(None);
         };
+        let workspace = self
+            .workspace(doc)?
+            .unwrap_or_else(|| driftless_client_protocol::engine::DEFAULT_WORKSPACE.to_owned());
+        let stored_bytes = chunks.iter().map(|c| c.len() as u64).sum();
         let corrupt = |source| LoadError::Corrupt {
             doc: doc.clone(),
             source: Box::new(source),
@@ -169,7 +203,11 @@ impl Storage {
         if !rest.is_empty() {
             document.load_incremental(&rest).map_err(corrupt)?;
         }
-        Ok(Some(document))
+        Ok(Some(StoredDocument {
+            document,
+            workspace,
+            stored_bytes,
+        }))
     }
 
     /// Applies every request in ONE write transaction and commits it with `durability`.
@@ -187,8 +225,14 @@ impl Storage {
         .map_err(write_err)?;
         {
             let mut table = txn.open_table(DOC_CHUNKS).map_err(write_err)?;
+            let mut workspaces = txn.open_table(DOC_WORKSPACE).map_err(write_err)?;
             for req in batch {
                 let id = req.doc.as_bytes();
+                if workspaces.get(id).map_err(write_err)?.is_none() {
+                    workspaces
+                        .insert(id, req.workspace.as_str())
+                        .map_err(write_err)?;
+                }
                 let last = table
                     .range((id, 0u64)..=(id, u64::MAX))
                     .map_err(write_err)?
@@ -241,6 +285,7 @@ fn init(db: &Database) -> Result<String, redb::Error> {
     let id = {
         let mut meta = txn.open_table(META)?;
         txn.open_table(DOC_CHUNKS)?;
+        txn.open_table(DOC_WORKSPACE)?;
         let existing = meta.get(STORAGE_ID_KEY)?.map(|v| v.value().to_owned());
         match existing {
             Some(id) => id,
@@ -268,6 +313,7 @@ mod tests {
         PersistRequest {
             write,
             doc: doc.clone(),
+            workspace: "w".into(),
             op: PersistOp::Append(bytes.to_vec()),
         }
     }
@@ -319,6 +365,7 @@ mod tests {
         let snapshot = PersistRequest {
             write: 4,
             doc: a.clone(),
+            workspace: "w".into(),
             op: PersistOp::Snapshot(b"xy".to_vec()),
         };
         storage

@@ -146,7 +146,14 @@ mod tests {
         for write in 0..n {
             let doc = DocumentId::from_bytes(&[(write % 7) as u8; 16]);
             let op = PersistOp::Append(write.to_be_bytes().to_vec());
-            queue.submit(PersistRequest { write, doc, op }).unwrap();
+            queue
+                .submit(PersistRequest {
+                    write,
+                    doc,
+                    workspace: "default".into(),
+                    op,
+                })
+                .unwrap();
         }
         assert_eq!(metrics.storage_pending_writes.load(Relaxed), n);
         let (report_tx, report_rx) = mpsc::channel();
@@ -190,6 +197,7 @@ mod tests {
                 .submit(PersistRequest {
                     write,
                     doc,
+                    workspace: "default".into(),
                     op: PersistOp::Append(vec![1]),
                 })
                 .unwrap();

@@ -14,19 +14,19 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use driftless_client_protocol::engine::Access;
 use driftless_client_protocol::engine::{CloseReason, ConnectionId, Input};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::host::{ConnHandle, HostInput, shutdown_reason};
+use crate::limits::{AdmissionGuard, TokenBucket, limit};
 use crate::metrics::Metrics;
 
 /// How often the server pings each connection by default; a peer silent for a whole interval is closed.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
-/// Frames queued for one connection before it counts as a slow reader.
-pub const OUTBOUND_QUEUE: usize = 1024;
 /// Longest a single socket write may take before the connection is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long we wait for the peer's close frame after sending ours.
@@ -46,6 +46,7 @@ pub struct WsContext {
     pub max_message_bytes: usize,
     /// How often each connection is pinged; silent for a whole interval means closed.
     pub ping_interval: Duration,
+    pub limits: crate::config::Limits,
 }
 
 /// Why a connection ended.
@@ -68,10 +69,16 @@ fn reason(code: u16, text: impl Into<String>) -> CloseReason {
     }
 }
 
-/// Runs one upgraded connection to its end.
-pub async fn serve(socket: WebSocket, peer: SocketAddr, ctx: WsContext) {
+/// Runs one upgraded connection to its end. `_admission` holds its place in the connection caps.
+pub async fn serve(
+    socket: WebSocket,
+    peer: SocketAddr,
+    ctx: WsContext,
+    access: Access,
+    _admission: AdmissionGuard,
+) {
     let conn = ctx.next_conn.fetch_add(1, Relaxed);
-    let (out_tx, mut out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel(ctx.limits.outbound_queue.max(1));
     let (close_tx, mut close_rx) = oneshot::channel();
     let (mut sink, mut stream) = socket.split();
 
@@ -79,7 +86,12 @@ pub async fn serve(socket: WebSocket, peer: SocketAddr, ctx: WsContext) {
         outbound: out_tx,
         close: close_tx,
     };
-    let register = HostInput::Register { conn, peer, handle };
+    let register = HostInput::Register {
+        conn,
+        peer,
+        access,
+        handle,
+    };
     if ctx.net_tx.send(register).await.is_err() {
         // The engine has stopped: we are shutting down.
         finish(&mut sink, &mut stream, End::Close(shutdown_reason())).await;
@@ -88,7 +100,7 @@ pub async fn serve(socket: WebSocket, peer: SocketAddr, ctx: WsContext) {
 
     let alive = AtomicBool::new(true);
     let end = tokio::select! {
-        end = read_loop(&mut stream, conn, &ctx, &alive) => end,
+        end = read_loop(&mut stream, conn, peer, &ctx, &alive) => end,
         end = write_loop(&mut sink, &mut out_rx, &mut close_rx, &ctx, &alive) => end,
     };
     debug!(conn, %peer, end = ?end, "connection ending");
@@ -103,9 +115,21 @@ pub async fn serve(socket: WebSocket, peer: SocketAddr, ctx: WsContext) {
 async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
     conn: ConnectionId,
+    peer: SocketAddr,
     ctx: &WsContext,
     alive: &AtomicBool,
 ) -> End {
+    let now = std::time::Instant::now();
+    let limits = &ctx.limits;
+    let mut messages = TokenBucket::new(
+        u64::from(limits.messages_per_second),
+        u64::from(limits.message_burst),
+        now,
+    );
+    // A maximal message always fits in the byte bucket.
+    let byte_burst = limits.byte_burst.max(ctx.max_message_bytes as u64);
+    let mut bytes = TokenBucket::new(limits.bytes_per_second, byte_burst, now);
+    let mut throttled_before = false;
     loop {
         let message = match stream.next().await {
             None => return End::Gone,
@@ -114,11 +138,31 @@ async fn read_loop(
         };
         alive.store(true, Relaxed);
         match message {
-            Message::Binary(bytes) => {
+            Message::Binary(frame) => {
                 ctx.metrics.messages_in.fetch_add(1, Relaxed);
+                // Token buckets: an over-eager peer is slowed down (we stop reading its socket,
+                // which pushes back through TCP), never allowed to queue unbounded work.
+                let now = std::time::Instant::now();
+                let wait_messages = messages.take(1, now);
+                let wait_bytes = bytes.take(frame.len() as u64, now);
+                let wait = wait_messages.max(wait_bytes);
+                if !wait.is_zero() {
+                    let which = if wait_bytes > wait_messages {
+                        limit::BYTES_PER_SECOND
+                    } else {
+                        limit::MESSAGES_PER_SECOND
+                    };
+                    ctx.metrics.limit_hits.inc(which);
+                    if !throttled_before {
+                        throttled_before = true;
+                        warn!(conn, %peer, limit = which, wait_ms = wait.as_millis() as u64,
+                            "limit hit: connection throttled (further throttling of it is counted, not logged)");
+                    }
+                    tokio::time::sleep(wait).await;
+                }
                 let input = Input::FrameReceived {
                     conn,
-                    frame: Vec::from(bytes),
+                    frame: Vec::from(frame),
                 };
                 if ctx.net_tx.send(HostInput::Engine(input)).await.is_err() {
                     return End::Close(shutdown_reason());

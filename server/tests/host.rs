@@ -56,7 +56,9 @@ impl SyncEngine for Script {
             frame: frame.to_vec(),
         };
         match input {
-            Input::Connected { conn } => self.log.lock().unwrap().push(format!("connected {conn}")),
+            Input::Connected { conn, .. } => {
+                self.log.lock().unwrap().push(format!("connected {conn}"))
+            }
             Input::Disconnected { conn } => self
                 .log
                 .lock()
@@ -70,6 +72,7 @@ impl SyncEngine for Script {
                     out.push(Effect::Persist {
                         write,
                         doc: doc_id(),
+                        workspace: "default".into(),
                         op: PersistOp::Append(bytes.to_vec()),
                     });
                 } else if frame == b"close" {
@@ -104,7 +107,7 @@ impl SyncEngine for Script {
             }
             Input::StorageLoaded { result, .. } => {
                 let answer: &[u8] = match result {
-                    LoadResult::Found(_) => b"found",
+                    LoadResult::Found { .. } => b"found",
                     LoadResult::NotFound => b"notfound",
                     LoadResult::Failed(_) => b"loadfailed",
                 };
@@ -246,7 +249,16 @@ async fn acks_follow_durable_writes_and_survive_restart() {
     ws.send(Message::binary(b"load".to_vec())).await.unwrap();
     assert_eq!(next_binary(&mut ws).await, b"loadfailed");
 
-    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    // Counters are bumped just after a frame is handed to the socket, so the client may see the
+    // frame first: poll briefly.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http_get(server.addr, "/metrics").await.1;
+        if metrics.contains("driftless_messages_out_total 51") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         metrics.contains("driftless_storage_pending_writes 0"),
         "{metrics}"

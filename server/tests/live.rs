@@ -127,6 +127,7 @@ fn seed_document(data_dir: &Path) -> DocumentId {
     let req = PersistRequest {
         write: 1,
         doc: id.clone(),
+        workspace: "default".into(),
         op: PersistOp::Snapshot(doc.save()),
     };
     storage.commit_batch(&[req], Durability::Immediate).unwrap();

@@ -178,9 +178,11 @@ fn random_batch(
             *next_write += 1;
             let len = rng.random_range(1..3000);
             let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let doc = rng.random_range(0..docs.len());
             PersistRequest {
                 write: *next_write,
-                doc: docs[rng.random_range(0..docs.len())].clone(),
+                doc: docs[doc].clone(),
+                workspace: workspace_of(doc),
                 op: if rng.random_bool(0.1) {
                     PersistOp::Snapshot(bytes)
                 } else {
@@ -189,6 +191,10 @@ fn random_batch(
             }
         })
         .collect()
+}
+
+fn workspace_of(doc: usize) -> String {
+    format!("ws-{}", doc % 3)
 }
 
 fn run_seed(seed: u64) {
@@ -227,6 +233,16 @@ fn run_seed(seed: u64) {
             "seed {seed}: storage id survives"
         );
         let found = stored(&storage, &docs);
+        for (i, doc) in docs.iter().enumerate() {
+            if found.contains_key(doc) {
+                let ws = storage.workspace(doc).expect("workspace readable");
+                assert_eq!(
+                    ws.as_deref(),
+                    Some(workspace_of(i).as_str()),
+                    "seed {seed}: workspace of {doc}"
+                );
+            }
+        }
         if committed {
             assert_eq!(
                 found, with_dying,

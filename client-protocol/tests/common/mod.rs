@@ -9,7 +9,8 @@ use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ROOT, ReadDoc};
 use driftless_client_protocol::engine::{
-    ConnectionId, Effect, Engine, EngineConfig, Input, LoadResult, PersistOp, WriteId,
+    Access, ConnectionId, Effect, Engine, EngineConfig, Input, LoadResult, PersistOp, Refusal,
+    WriteId,
 };
 use driftless_client_protocol::{DocumentId, Message, PeerMetadata, decode, encode};
 
@@ -23,6 +24,7 @@ pub fn doc_id(n: u8) -> DocumentId {
 /// The server side: an engine, an in-memory "disk", and the effects not yet carried out.
 pub struct Server {
     pub engine: Engine,
+    pub config: EngineConfig,
     pub now: Instant,
     /// Frames sent to each connection, oldest first, not yet read by the test.
     pub outbox: HashMap<ConnectionId, VecDeque<Message>>,
@@ -33,6 +35,12 @@ pub struct Server {
     pub writes: Vec<(WriteId, DocumentId, PersistOp)>,
     /// Durable storage: chunks per document.
     pub disk: HashMap<DocumentId, Vec<Vec<u8>>>,
+    /// Durable storage: each document's workspace (written with its first chunk).
+    pub workspaces: HashMap<DocumentId, String>,
+    /// The workspace each persisted document was given by the engine.
+    persist_workspace: HashMap<DocumentId, String>,
+    /// Every `Refused` effect, in order.
+    pub refusals: Vec<(ConnectionId, Option<DocumentId>, Refusal)>,
 }
 
 impl Server {
@@ -42,13 +50,17 @@ impl Server {
 
     pub fn with_config(config: EngineConfig) -> Self {
         Self {
-            engine: Engine::new(config),
+            engine: Engine::new(config.clone()),
+            config,
             now: Instant::now(),
             outbox: HashMap::new(),
             closed: HashMap::new(),
             loads: Vec::new(),
             writes: Vec::new(),
             disk: HashMap::new(),
+            workspaces: HashMap::new(),
+            persist_workspace: HashMap::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -64,8 +76,23 @@ impl Server {
                     self.outbox.entry(*conn).or_default().push_back(message);
                 }
                 Effect::Load { doc } => self.loads.push(doc.clone()),
-                Effect::Persist { write, doc, op } => {
+                Effect::Persist {
+                    write,
+                    doc,
+                    workspace,
+                    op,
+                } => {
+                    let previous = self
+                        .persist_workspace
+                        .insert(doc.clone(), workspace.clone());
+                    assert!(
+                        previous.is_none_or(|p| p == *workspace),
+                        "a document never changes workspace"
+                    );
                     self.writes.push((*write, doc.clone(), op.clone()))
+                }
+                Effect::Refused { conn, doc, refusal } => {
+                    self.refusals.push((*conn, doc.clone(), refusal.clone()))
                 }
                 Effect::Close { conn, reason } => {
                     self.closed
@@ -74,6 +101,15 @@ impl Server {
             }
         }
         out
+    }
+
+    /// A new engine over the same durable storage (a restart).
+    pub fn restarted(&mut self) -> Server {
+        let mut server = Server::with_config(self.config.clone());
+        server.disk = std::mem::take(&mut self.disk);
+        server.workspaces = std::mem::take(&mut self.workspaces);
+        server.persist_workspace = self.persist_workspace.clone();
+        server
     }
 
     pub fn advance(&mut self, by: Duration) {
@@ -92,9 +128,11 @@ impl Server {
         for doc in std::mem::take(&mut self.loads) {
             let result = match self.disk.get(&doc) {
                 None => LoadResult::NotFound,
-                Some(chunks) => LoadResult::Found(Box::new(
-                    Automerge::load(&chunks.concat()).expect("stored chunks load"),
-                )),
+                Some(chunks) => LoadResult::Found {
+                    doc: Box::new(Automerge::load(&chunks.concat()).expect("stored chunks load")),
+                    workspace: self.workspaces[&doc].clone(),
+                    stored_bytes: chunks.iter().map(|c| c.len() as u64).sum(),
+                },
             };
             self.input(Input::StorageLoaded { doc, result });
         }
@@ -110,6 +148,8 @@ impl Server {
     }
 
     pub fn store(&mut self, doc: &DocumentId, op: PersistOp) {
+        let workspace = self.persist_workspace[doc].clone();
+        self.workspaces.entry(doc.clone()).or_insert(workspace);
         let chunks = self.disk.entry(doc.clone()).or_default();
         match op {
             PersistOp::Append(bytes) => chunks.push(bytes),
@@ -158,9 +198,17 @@ impl Client {
         }
     }
 
-    /// Connects and joins; returns the server's answer.
+    /// Connects (open mode: writer in workspace `default`) and joins; returns the server's answer.
     pub fn connect(&mut self, server: &mut Server) -> Vec<Message> {
-        server.input(Input::Connected { conn: self.conn });
+        self.connect_with(server, Access::open())
+    }
+
+    /// Connects with `access` and joins; returns the server's answer.
+    pub fn connect_with(&mut self, server: &mut Server, access: Access) -> Vec<Message> {
+        server.input(Input::Connected {
+            conn: self.conn,
+            access,
+        });
         let join = self.join_message();
         server.frame(self.conn, &join);
         server.take_outbox(self.conn)
@@ -291,4 +339,12 @@ pub fn run_to_quiescence(server: &mut Server, clients: &mut [&mut Client], docs:
         }
     }
     panic!("no quiescence after 1000 rounds");
+}
+
+/// `Connected` in open mode (a writer in workspace `default`).
+pub fn connected(conn: ConnectionId) -> Input {
+    Input::Connected {
+        conn,
+        access: Access::open(),
+    }
 }
