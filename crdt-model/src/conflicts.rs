@@ -31,7 +31,7 @@ pub struct ConflictValue {
 pub struct ConflictsError {
     pub field: String,
     #[source]
-    pub source: AutomergeError,
+    pub source: Box<AutomergeError>,
 }
 
 /// Lists every map key of the document (known or not, at any depth) that holds concurrent values.
@@ -60,7 +60,7 @@ fn walk<D: ReadDoc>(
         };
         let err = |source| ConflictsError {
             field: field.clone(),
-            source,
+            source: Box::new(source),
         };
         let all = doc.get_all(obj, key.as_str()).map_err(err)?;
         if all.len() > 1 {

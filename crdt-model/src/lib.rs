@@ -36,6 +36,6 @@ pub use read::{ReadError, ReadProblem, read_contact, read_event, record_type, to
 pub use slots::{Fold, SlotKind, assign_slots, fold_contact, fold_slots};
 pub use time::{Date, EventTime, TimeParseError, WallTime};
 pub use write::{
-    ChangeSummary, UpgradeError, WriteError, apply_contact_diff, apply_event_diff, create_contact,
-    create_event, upgrade_document,
+    ChangeSummary, UpgradeError, WriteError, apply_contact_diff, apply_event_diff,
+    commit_contact_diff_at, commit_event_diff_at, create_contact, create_event, upgrade_document,
 };

@@ -5,7 +5,8 @@
 //! removed entries are deleted by key. Only fields that differ between `old` and `new` are touched,
 //! so anything else in the document (a concurrent app edit, an unknown key) is left alone.
 
-use automerge::transaction::Transactable;
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{AutoCommit, ChangeHash};
 use automerge::{AutomergeError, ObjId as ExId, ObjType, ROOT, ScalarValue, Value as AmValue};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -42,7 +43,7 @@ pub enum WriteError {
     Automerge {
         field: String,
         #[source]
-        source: AutomergeError,
+        source: Box<AutomergeError>,
     },
 }
 
@@ -94,6 +95,55 @@ pub fn apply_contact_diff<D: Transactable>(
     write_diff(doc, CONTACT_KIND, CONTACT, Some(old), new)
 }
 
+/// Writes `old -> new` as if the document were still at `heads` (where the writer took `old`, e.g.
+/// a bridge's shadow), commits it as one change with `options`, and returns to the full document.
+///
+/// Use this when the document may have moved on since `old` was read: atomic fields behave the same
+/// either way, but a text field's splices are then computed against the text the writer saw, so a
+/// concurrent edit elsewhere in `description` merges instead of being overwritten by `update_text`
+/// against the current text. On error nothing is committed.
+pub fn commit_event_diff_at(
+    doc: &mut AutoCommit,
+    heads: &[ChangeHash],
+    old: &CalendarEvent,
+    new: &CalendarEvent,
+    options: CommitOptions,
+) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
+    commit_at(doc, heads, options, |doc| apply_event_diff(doc, old, new))
+}
+
+/// The contact counterpart of [`commit_event_diff_at`].
+pub fn commit_contact_diff_at(
+    doc: &mut AutoCommit,
+    heads: &[ChangeHash],
+    old: &Contact,
+    new: &Contact,
+    options: CommitOptions,
+) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
+    commit_at(doc, heads, options, |doc| apply_contact_diff(doc, old, new))
+}
+
+fn commit_at(
+    doc: &mut AutoCommit,
+    heads: &[ChangeHash],
+    options: CommitOptions,
+    write: impl FnOnce(&mut AutoCommit) -> Result<ChangeSummary, WriteError>,
+) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
+    // Commit whatever the caller had open, so it is not folded into the isolated change.
+    doc.commit();
+    doc.isolate(heads);
+    let result = write(doc);
+    let hash = match &result {
+        Ok(_) => doc.commit_with(options),
+        Err(_) => {
+            doc.rollback();
+            None
+        }
+    };
+    doc.integrate();
+    result.map(|summary| (summary, hash))
+}
+
 /// Rewrites an older-schema document in the current schema (what reading does in memory), writing
 /// only the keys the upgrade changes. Returns an empty summary for a current document.
 pub fn upgrade_document<D: Transactable>(doc: &mut D) -> Result<ChangeSummary, UpgradeError> {
@@ -102,10 +152,7 @@ pub fn upgrade_document<D: Transactable>(doc: &mut D) -> Result<ChangeSummary, U
         Some(CONTACT) => (CONTACT, CONTACT_KIND),
         _ => return Err(UpgradeError::UnknownType),
     };
-    let raw = to_json(doc).map_err(|source| WriteError::Automerge {
-        field: String::new(),
-        source,
-    })?;
+    let raw = to_json(doc).map_err(am(""))?;
     let canonical = canonical_json(raw.clone(), record_type, kind)?;
     let (Value::Object(old), Value::Object(new)) = (&raw, &canonical) else {
         return Ok(ChangeSummary::default());
@@ -148,7 +195,7 @@ fn join(path: &str, key: &str) -> String {
 fn am(field: &str) -> impl FnOnce(AutomergeError) -> WriteError + '_ {
     move |source| WriteError::Automerge {
         field: field.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -580,3 +580,47 @@ fn deleted_and_links() {
         json!({"id": "", "removed": false})
     );
 }
+
+#[test]
+fn a_stale_shadow_is_applied_at_its_heads_so_text_edits_merge() {
+    let shadow = sample_event();
+    let mut d = doc(BRIDGE);
+    create_event(&mut d, &shadow).unwrap();
+    d.commit();
+    let shadow_heads = d.get_heads();
+
+    // An app edit arrives (merged) before the bridge writes the provider's change.
+    let mut app = fork(&mut d, APP);
+    let mut by_app = shadow.clone();
+    by_app.description = Some("Agenda: budget, hiring".to_owned());
+    by_app.location = Some("Room 7".to_owned());
+    apply_event_diff(&mut app, &shadow, &by_app).unwrap();
+    app.commit();
+    d.merge(&mut app).unwrap();
+
+    let mut provider = shadow.clone();
+    provider.description = Some("Draft agenda: budget".to_owned());
+    let (summary, hash) = commit_event_diff_at(
+        &mut d,
+        &shadow_heads,
+        &shadow,
+        &provider,
+        automerge::transaction::CommitOptions::default().with_time(1_700_000_000),
+    )
+    .unwrap();
+    assert_eq!(summary.written, vec!["description"]);
+    let hash = hash.unwrap();
+    assert_eq!(
+        d.get_change_by_hash(&hash).unwrap().actor_id(),
+        &actor(BRIDGE)
+    );
+    let merged = read_event(&d).unwrap();
+    assert_eq!(
+        merged.description.as_deref(),
+        Some("Draft agenda: budget, hiring")
+    );
+    assert_eq!(merged.location.as_deref(), Some("Room 7"));
+    // Both edits are heads: the bridge change does not depend on the app's.
+    assert_eq!(d.get_heads().len(), 2);
+    merge_both(&mut d, &mut app);
+}
