@@ -39,6 +39,8 @@ pub enum WriteError {
     Invalid(#[from] ReadError),
     #[error("cannot encode the record as JSON: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the document does not have change {0} (the heads to write at)")]
+    UnknownHead(ChangeHash),
     #[error("field `{field}`: {source}")]
     Automerge {
         field: String,
@@ -129,6 +131,9 @@ fn commit_at(
     options: CommitOptions,
     write: impl FnOnce(&mut AutoCommit) -> Result<ChangeSummary, WriteError>,
 ) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
+    if let Some(missing) = heads.iter().find(|h| doc.get_change_by_hash(h).is_none()) {
+        return Err(WriteError::UnknownHead(*missing));
+    }
     // Commit whatever the caller had open, so it is not folded into the isolated change.
     doc.commit();
     doc.isolate(heads);

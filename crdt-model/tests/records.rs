@@ -624,3 +624,42 @@ fn a_stale_shadow_is_applied_at_its_heads_so_text_edits_merge() {
     assert_eq!(d.get_heads().len(), 2);
     merge_both(&mut d, &mut app);
 }
+
+#[test]
+fn the_examples_in_the_app_docs_read_back_exactly() {
+    let md = include_str!("../../docs/record-model.md");
+    let blocks: Vec<serde_json::Value> = md
+        .split("```json")
+        .skip(1)
+        .map(|rest| serde_json::from_str(&rest[..rest.find("```").unwrap()]).unwrap())
+        .filter(|v: &serde_json::Value| v.get("type").is_some())
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    let event: CalendarEvent = serde_json::from_value(blocks[0].clone()).unwrap();
+    let contact: Contact = serde_json::from_value(blocks[1].clone()).unwrap();
+    let mut d = doc(BASE);
+    create_event(&mut d, &event).unwrap();
+    assert_eq!(read_event(&d).unwrap(), event);
+    assert_eq!(to_json(&d).unwrap(), blocks[0]);
+    let mut c = doc(BASE);
+    create_contact(&mut c, &contact).unwrap();
+    assert_eq!(read_contact(&c).unwrap(), contact);
+    assert_eq!(to_json(&c).unwrap(), blocks[1]);
+}
+
+#[test]
+fn writing_at_unknown_heads_is_refused() {
+    let event = sample_event();
+    let mut d = doc(BASE);
+    create_event(&mut d, &event).unwrap();
+    d.commit();
+    let mut other = doc(APP);
+    other.put(ROOT, "x", 1_i64).unwrap();
+    other.commit();
+    let foreign = other.get_heads();
+    let mut new = event.clone();
+    new.title = Some("x".to_owned());
+    let err = commit_event_diff_at(&mut d, &foreign, &event, &new, Default::default());
+    assert!(matches!(err, Err(WriteError::UnknownHead(_))));
+    assert_eq!(read_event(&d).unwrap(), event);
+}
