@@ -40,6 +40,8 @@ use crate::{DocumentId, Message, PeerMetadata, codec};
 pub type ConnectionId = u64;
 /// Identifies one [`Effect::Persist`]; the host answers with [`Input::WriteDurable`] or [`Input::WriteFailed`].
 pub type WriteId = u64;
+/// Identifies one [`Input::LocalChange`], echoed in its [`Effect::LocalChangeDone`].
+pub type LocalToken = u64;
 
 /// WebSocket close codes the engine uses.
 pub mod close_code {
@@ -221,6 +223,15 @@ pub enum Input {
     },
     /// Time passed: closes connections that never joined, evicts idle documents.
     Tick,
+    /// Changes made inside the server (a provider bridge) for a document of `workspace`: applied
+    /// like a peer's, persisted, forwarded; answered with [`Effect::LocalChangeDone`] once durable.
+    LocalChange {
+        doc: DocumentId,
+        workspace: String,
+        /// Automerge change chunks (`save_after`/`save_incremental` output).
+        changes: Vec<u8>,
+        token: LocalToken,
+    },
 }
 
 /// How a document's bytes change in storage.
@@ -267,6 +278,11 @@ pub enum Effect {
         doc: Option<DocumentId>,
         refusal: Refusal,
     },
+    /// A [`Input::LocalChange`] is durable (`Ok` with the document's durable heads) or was refused.
+    LocalChangeDone {
+        token: LocalToken,
+        result: Result<Vec<ChangeHash>, String>,
+    },
 }
 
 enum ConnectionState {
@@ -311,6 +327,8 @@ struct InFlightWrite {
     snapshot: bool,
     /// The document's stored size once this write is durable.
     stored_bytes: u64,
+    /// Local changes this write makes durable.
+    local: Vec<LocalToken>,
 }
 
 struct DocEntry {
@@ -325,6 +343,8 @@ struct DocEntry {
     wanting: HashSet<ConnectionId>,
     /// Messages received but not yet applied (while loading or while a write is in flight).
     pending: Vec<PendingMessage>,
+    /// Local (bridge) changes waiting like `pending`: (token, workspace, change bytes).
+    local_pending: Vec<(LocalToken, String, Vec<u8>)>,
     in_flight: Option<InFlightWrite>,
     /// Heads of what storage holds durably.
     persisted_heads: Vec<ChangeHash>,
@@ -341,6 +361,7 @@ impl DocEntry {
             peers: HashMap::new(),
             wanting: HashSet::new(),
             pending: Vec::new(),
+            local_pending: Vec::new(),
             in_flight: None,
             persisted_heads: Vec::new(),
             chunks_since_snapshot: 0,
@@ -352,6 +373,7 @@ impl DocEntry {
         self.peers.is_empty()
             && self.wanting.is_empty()
             && self.pending.is_empty()
+            && self.local_pending.is_empty()
             && self.in_flight.is_none()
             && !matches!(self.state, DocState::Loading)
     }
@@ -408,6 +430,20 @@ impl Engine {
             Input::WriteDurable { write } => self.write_durable(now, write, out),
             Input::WriteFailed { write, error } => self.write_failed(write, &error, out),
             Input::Tick => self.tick(now, out),
+            Input::LocalChange {
+                doc,
+                workspace,
+                changes,
+                token,
+            } => {
+                let entry = self.docs.entry(doc.clone()).or_insert_with(|| {
+                    out.push(Effect::Load { doc: doc.clone() });
+                    DocEntry::new(DocState::Loading, now)
+                });
+                entry.last_active = now;
+                entry.local_pending.push((token, workspace, changes));
+                self.process(&doc, out);
+            }
         }
     }
 
@@ -676,7 +712,8 @@ impl Engine {
         let Some(entry) = self.docs.get_mut(doc_id) else {
             return;
         };
-        if entry.pending.is_empty() || entry.in_flight.is_some() {
+        if (entry.pending.is_empty() && entry.local_pending.is_empty()) || entry.in_flight.is_some()
+        {
             return;
         }
         match &entry.state {
@@ -686,17 +723,32 @@ impl Engine {
                     entry.peers.remove(&p.conn);
                     send_unavailable(&self.config, &self.connections, p.conn, doc_id, out);
                 }
+                for (token, _, _) in std::mem::take(&mut entry.local_pending) {
+                    out.push(Effect::LocalChangeDone {
+                        token,
+                        result: Err(format!("document {doc_id} could not be loaded")),
+                    });
+                }
             }
             DocState::Absent => {
                 // A peer that has changes (or heads) pushes the document: it exists from now on.
                 // Only a peer that may write creates it, in its own workspace.
+                // A local (bridge) change creates it in the bridge's workspace first.
                 let creator = entry
-                    .pending
-                    .iter()
-                    .find(|p| {
-                        p.writable && (!p.message.heads.is_empty() || !p.message.changes.is_empty())
-                    })
-                    .map(|p| p.workspace.clone());
+                    .local_pending
+                    .first()
+                    .map(|(_, workspace, _)| workspace.clone())
+                    .or_else(|| {
+                        entry
+                            .pending
+                            .iter()
+                            .find(|p| {
+                                p.writable
+                                    && (!p.message.heads.is_empty()
+                                        || !p.message.changes.is_empty())
+                            })
+                            .map(|p| p.workspace.clone())
+                    });
                 if let Some(workspace) = creator {
                     entry.state = DocState::Ready(Box::new(Automerge::new()));
                     self.resident += 1;
@@ -796,6 +848,26 @@ impl Engine {
         let senders: HashSet<ConnectionId> = pending.iter().map(|p| p.conn).collect();
         let before = doc.get_heads();
 
+        // Local changes: only for a document of the bridge's own workspace.
+        let mut local_tokens = Vec::new();
+        for (token, workspace, changes) in std::mem::take(&mut entry.local_pending) {
+            if workspace != doc_workspace {
+                out.push(Effect::LocalChangeDone {
+                    token,
+                    result: Err(format!(
+                        "document {doc_id} belongs to another workspace than {workspace}"
+                    )),
+                });
+            } else if let Err(e) = doc.load_incremental(&changes) {
+                out.push(Effect::LocalChangeDone {
+                    token,
+                    result: Err(format!("invalid local changes for document {doc_id}: {e}")),
+                });
+            } else {
+                local_tokens.push(token);
+            }
+        }
+
         // All changes first, in one call: applying costs grow with history, so one batch per document.
         let mut had_changes = vec![false; pending.len()];
         let mut all_changes = Vec::new();
@@ -885,6 +957,7 @@ impl Engine {
                 heads: after,
                 snapshot,
                 stored_bytes,
+                local: local_tokens,
             });
             self.writes.insert(write, doc_id.clone());
             out.push(Effect::Persist {
@@ -897,6 +970,13 @@ impl Engine {
             // Nothing new to store: only the senders' states changed, so only they may need a reply.
             let peers = entry.peers.iter_mut().filter(|(c, _)| senders.contains(c));
             generate_for(&self.config, &self.connections, doc_id, doc, peers, out);
+            // Local changes that were already here are as durable as the rest.
+            for token in local_tokens {
+                out.push(Effect::LocalChangeDone {
+                    token,
+                    result: Ok(entry.persisted_heads.clone()),
+                });
+            }
         }
         for (conn, code, reason) in offenders {
             self.close(conn, code, format!("connection {conn}: {reason}"), out);
@@ -915,6 +995,12 @@ impl Engine {
         };
         entry.persisted_heads = in_flight.heads;
         entry.stored_bytes = in_flight.stored_bytes;
+        for token in in_flight.local {
+            out.push(Effect::LocalChangeDone {
+                token,
+                result: Ok(entry.persisted_heads.clone()),
+            });
+        }
         entry.chunks_since_snapshot = if in_flight.snapshot {
             0
         } else {
@@ -959,6 +1045,19 @@ impl Engine {
         };
         if matches!(entry.state, DocState::Ready(_)) {
             self.resident -= 1;
+        }
+        let failed_local = entry
+            .in_flight
+            .iter()
+            .flat_map(|w| w.local.iter().copied())
+            .chain(entry.local_pending.iter().map(|(t, _, _)| *t));
+        for token in failed_local {
+            out.push(Effect::LocalChangeDone {
+                token,
+                result: Err(format!(
+                    "storage write for document {doc_id} failed: {error}"
+                )),
+            });
         }
         let conns: HashSet<ConnectionId> = entry
             .peers

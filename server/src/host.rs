@@ -96,6 +96,14 @@ pub enum HostInput {
         workspace: String,
         reply: oneshot::Sender<DocJson>,
     },
+    /// Changes made in the server (a provider bridge): answered once durable with the document's
+    /// durable heads, or with why they were refused.
+    LocalChange {
+        doc: DocumentId,
+        workspace: String,
+        changes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<automerge::ChangeHash>, String>>,
+    },
 }
 
 /// The host's end of one connection.
@@ -170,6 +178,9 @@ struct Host<E> {
     /// Loads handed to the loader and not yet answered.
     pending_loads: usize,
     shutting_down: bool,
+    /// Local changes handed to the engine, by token, with whom to tell when they are durable.
+    local_replies: HashMap<u64, oneshot::Sender<Result<Vec<automerge::ChangeHash>, String>>>,
+    next_local: u64,
 }
 
 async fn run<E: SyncEngine>(parts: HostParts<E>) {
@@ -194,6 +205,8 @@ async fn run<E: SyncEngine>(parts: HostParts<E>) {
         pending_writes: 0,
         pending_loads: 0,
         shutting_down: false,
+        local_replies: HashMap::new(),
+        next_local: 1,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -367,6 +380,11 @@ impl<E: SyncEngine> Host<E> {
                     entry.close(reason);
                 }
             }
+            Effect::LocalChangeDone { token, result } => {
+                if let Some(reply) = self.local_replies.remove(&token) {
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 
@@ -477,6 +495,26 @@ impl<E: SyncEngine> Host<E> {
                     }
                 }
             },
+            HostInput::LocalChange {
+                doc,
+                workspace,
+                changes,
+                reply,
+            } => {
+                if self.shutting_down {
+                    let _ = reply.send(Err("server shutting down".into()));
+                    return;
+                }
+                let token = self.next_local;
+                self.next_local += 1;
+                self.local_replies.insert(token, reply);
+                self.feed(Input::LocalChange {
+                    doc,
+                    workspace,
+                    changes,
+                    token,
+                });
+            }
         }
     }
 }

@@ -21,6 +21,10 @@ use crate::config::Durability;
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const DOC_CHUNKS: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("doc_chunks");
 const DOC_WORKSPACE: TableDefinition<&[u8], &str> = TableDefinition::new("doc_workspace");
+/// Transactional outbox feed: every committed batch appends (seq -> document id) for each document
+/// it changed, in the same transaction. Provider bridges read it from their cursor, so a change is
+/// never lost between being stored and being written to a provider.
+const CHANGE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("change_log");
 const STORAGE_ID_KEY: &str = "storage_id";
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "driftless.redb";
@@ -224,6 +228,22 @@ impl Storage {
         })
         .map_err(write_err)?;
         {
+            let mut log = txn.open_table(CHANGE_LOG).map_err(write_err)?;
+            let mut next_log = log
+                .last()
+                .map_err(write_err)?
+                .map_or(0, |(k, _)| k.value().saturating_add(1));
+            let mut logged: std::collections::HashSet<&DocumentId> =
+                std::collections::HashSet::new();
+            for req in batch {
+                if logged.insert(&req.doc) {
+                    log.insert(next_log, req.doc.as_bytes())
+                        .map_err(write_err)?;
+                    next_log = next_log.saturating_add(1);
+                }
+            }
+        }
+        {
             let mut table = txn.open_table(DOC_CHUNKS).map_err(write_err)?;
             let mut workspaces = txn.open_table(DOC_WORKSPACE).map_err(write_err)?;
             for req in batch {
@@ -266,6 +286,23 @@ impl Storage {
         txn.commit().map_err(write_err)
     }
 
+    /// Documents changed after log position `after`, oldest first, at most `limit` entries.
+    pub fn changes_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, DocumentId)>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let log = txn.open_table(CHANGE_LOG).map_err(read_err)?;
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for entry in log.range(start..).map_err(read_err)?.take(limit) {
+            let (seq, doc) = entry.map_err(read_err)?;
+            out.push((seq.value(), DocumentId::from_bytes(doc.value())));
+        }
+        Ok(out)
+    }
+
     /// The seqs currently stored for `doc` (for tests and diagnostics).
     pub fn chunk_seqs(&self, doc: &DocumentId) -> Result<Vec<u64>, StorageError> {
         let txn = self.db.begin_read().map_err(read_err)?;
@@ -286,6 +323,7 @@ fn init(db: &Database) -> Result<String, redb::Error> {
         let mut meta = txn.open_table(META)?;
         txn.open_table(DOC_CHUNKS)?;
         txn.open_table(DOC_WORKSPACE)?;
+        txn.open_table(CHANGE_LOG)?;
         let existing = meta.get(STORAGE_ID_KEY)?.map(|v| v.value().to_owned());
         match existing {
             Some(id) => id,
@@ -316,6 +354,35 @@ mod tests {
             workspace: "w".into(),
             op: PersistOp::Append(bytes.to_vec()),
         }
+    }
+
+    #[test]
+    fn the_change_log_lists_each_changed_document_per_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (doc_id(1), doc_id(2));
+        let storage = Storage::open(dir.path()).unwrap();
+        storage
+            .commit_batch(
+                &[
+                    append(1, &a, b"1"),
+                    append(2, &b, b"2"),
+                    append(3, &a, b"3"),
+                ],
+                Durability::Immediate,
+            )
+            .unwrap();
+        let first = storage.changes_after(None, 100).unwrap();
+        assert_eq!(first, vec![(0, a.clone()), (1, b.clone())]);
+        storage
+            .commit_batch(&[append(4, &a, b"4")], Durability::Immediate)
+            .unwrap();
+        drop(storage);
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(
+            storage.changes_after(Some(1), 100).unwrap(),
+            vec![(2, a.clone())]
+        );
+        assert_eq!(storage.changes_after(None, 1).unwrap(), vec![(0, a)]);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl SyncEngine for Script {
                     out.push(send(conn, answer));
                 }
             }
-            Input::Tick => {}
+            Input::Tick | Input::LocalChange { .. } => {}
         }
     }
     fn resident_document_count(&self) -> usize {

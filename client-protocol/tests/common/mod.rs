@@ -41,6 +41,8 @@ pub struct Server {
     persist_workspace: HashMap<DocumentId, String>,
     /// Every `Refused` effect, in order.
     pub refusals: Vec<(ConnectionId, Option<DocumentId>, Refusal)>,
+    /// Every `LocalChangeDone`, in order.
+    pub local_done: Vec<(u64, Result<Vec<automerge::ChangeHash>, String>)>,
 }
 
 impl Server {
@@ -61,6 +63,7 @@ impl Server {
             workspaces: HashMap::new(),
             persist_workspace: HashMap::new(),
             refusals: Vec::new(),
+            local_done: Vec::new(),
         }
     }
 
@@ -97,6 +100,9 @@ impl Server {
                 Effect::Close { conn, reason } => {
                     self.closed
                         .insert(*conn, (reason.code, reason.reason.clone()));
+                }
+                Effect::LocalChangeDone { token, result } => {
+                    self.local_done.push((*token, result.clone()))
                 }
             }
         }
