@@ -8,4 +8,5 @@
 
 pub mod client;
 pub mod content;
+pub mod ical;
 pub mod wire;
