@@ -9,4 +9,5 @@
 pub mod client;
 pub mod content;
 pub mod ical;
+pub mod vcard;
 pub mod wire;
