@@ -225,3 +225,243 @@ async fn requests_are_counted() -> anyhow::Result<()> {
     assert_eq!(client.request_count(), 3);
     Ok(())
 }
+
+/// Unfolded lines of `after` that are not in `before`, and the reverse, each sorted (servers
+/// order properties their own way, so new lines land where the server's order puts them).
+fn line_diff(before: &str, after: &str) -> (Vec<String>, Vec<String>) {
+    let unfold = |s: &str| s.replace("\r\n ", "");
+    let (before, after) = (unfold(before), unfold(after));
+    let b: Vec<&str> = before.split("\r\n").collect();
+    let a: Vec<&str> = after.split("\r\n").collect();
+    let mut added: Vec<String> = a
+        .iter()
+        .filter(|l| !b.contains(l))
+        .map(|l| l.to_string())
+        .collect();
+    let mut removed: Vec<String> = b
+        .iter()
+        .filter(|l| !a.contains(l))
+        .map(|l| l.to_string())
+        .collect();
+    added.sort();
+    removed.sort();
+    (added, removed)
+}
+
+/// A resource with what servers and clients add: VTIMEZONE, VALARM, X- properties, unusual
+/// parameters, attendees.
+const RICH_EVENT: &str = "BEGIN:VCALENDAR\r\n\
+VERSION:2.0\r\n\
+PRODID:-//driftless//tests//EN\r\n\
+BEGIN:VTIMEZONE\r\n\
+TZID:Europe/Berlin\r\n\
+BEGIN:STANDARD\r\n\
+DTSTART:19701025T030000\r\n\
+TZOFFSETFROM:+0200\r\n\
+TZOFFSETTO:+0100\r\n\
+RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\n\
+END:STANDARD\r\n\
+BEGIN:DAYLIGHT\r\n\
+DTSTART:19700329T020000\r\n\
+TZOFFSETFROM:+0100\r\n\
+TZOFFSETTO:+0200\r\n\
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\n\
+END:DAYLIGHT\r\n\
+END:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\n\
+UID:rich-1@driftless.test\r\n\
+DTSTAMP:20260101T000000Z\r\n\
+DTSTART;TZID=Europe/Berlin:20261119T100000\r\n\
+DTEND;TZID=Europe/Berlin:20261119T110000\r\n\
+RRULE:FREQ=WEEKLY;BYDAY=TH;COUNT=10\r\n\
+EXDATE;TZID=Europe/Berlin:20261126T100000\r\n\
+SUMMARY:Weekly sync\r\n\
+LOCATION:Room 1\r\n\
+DESCRIPTION:Agenda:\\n- one\\n- two\r\n\
+ORGANIZER;CN=Ada:mailto:ada@example.com\r\n\
+ATTENDEE;CN=Bob;PARTSTAT=ACCEPTED;X-NUM-GUESTS=0:mailto:bob@example.com\r\n\
+X-MOZ-GENERATION:3\r\n\
+BEGIN:VALARM\r\n\
+ACTION:DISPLAY\r\n\
+TRIGGER:-PT15M\r\n\
+DESCRIPTION:Reminder\r\n\
+END:VALARM\r\n\
+END:VEVENT\r\n\
+BEGIN:VEVENT\r\n\
+UID:rich-1@driftless.test\r\n\
+RECURRENCE-ID;TZID=Europe/Berlin:20261203T100000\r\n\
+DTSTAMP:20260101T000000Z\r\n\
+DTSTART;TZID=Europe/Berlin:20261203T120000\r\n\
+DTEND;TZID=Europe/Berlin:20261203T130000\r\n\
+SUMMARY:Weekly sync (moved)\r\n\
+END:VEVENT\r\n\
+END:VCALENDAR\r\n";
+
+/// Fetches `name` through sync + multiget and returns (href, etag, body).
+async fn fetch_via_sync(
+    client: &DavClient,
+    name: &str,
+) -> anyhow::Result<(String, String, String)> {
+    let p = page(client.sync_collection(None).await?);
+    let member = p
+        .changed
+        .iter()
+        .find(|m| m.href.ends_with(name))
+        .expect("listed");
+    for f in client.multiget(std::slice::from_ref(&member.href)).await? {
+        if let Fetched::Found { href, etag, body } = f {
+            return Ok((href, etag.expect("etag"), body));
+        }
+    }
+    panic!("{name} not fetched");
+}
+
+async fn calendar_round_trip(kind: DavServerKind) -> anyhow::Result<()> {
+    use driftless_bridges::dav::ical::{Attendee, Calendar, TextProp};
+    let server = DavServer::start(kind).await?;
+    let client = server.calendar()?;
+    written(
+        client
+            .put("rich-1.ics", RICH_EVENT, Precondition::IfNoneMatch)
+            .await?,
+    );
+    let (href, etag, body) = fetch_via_sync(&client, "rich-1.ics").await?;
+
+    // Unchanged: byte-identical, whatever normalization the server applied on store.
+    let mut cal = Calendar::parse(&body)?;
+    assert_eq!(cal.to_ical(), body);
+    let master = cal.master().expect("master");
+    let ev = cal.event(master)?;
+    assert_eq!(ev.summary.as_deref(), Some("Weekly sync"));
+    assert_eq!(ev.description.as_deref(), Some("Agenda:\n- one\n- two"));
+    assert_eq!(ev.rrules.len(), 1);
+    assert_eq!(ev.exdates.len(), 1);
+    assert_eq!(cal.overrides().len(), 1);
+    assert_eq!(ev.attendees.len(), 1);
+
+    // Edited: only the touched lines change.
+    cal.set_text(master, TextProp::Summary, Some("Weekly sync, renamed"));
+    let mut attendees = ev.attendees.clone();
+    attendees.push(Attendee {
+        email: "carol@example.com".into(),
+        name: Some("Carol".into()),
+        partstat: Some("NEEDS-ACTION".into()),
+        optional: true,
+    });
+    cal.set_attendees(master, &attendees);
+    let edited = cal.to_ical();
+    let (added, removed) = line_diff(&body, &edited);
+    assert_eq!(removed, vec!["SUMMARY:Weekly sync".to_string()], "{edited}");
+    assert_eq!(
+        added,
+        vec![
+            "ATTENDEE;CN=Carol;ROLE=OPT-PARTICIPANT;PARTSTAT=NEEDS-ACTION:mailto:carol@example.com"
+                .to_string(),
+            "SUMMARY:Weekly sync\\, renamed".to_string(),
+        ]
+    );
+
+    // The server takes the edit and gives it back.
+    let new_etag = written(
+        client
+            .put(&href, &edited, Precondition::IfMatch(&etag))
+            .await?,
+    );
+    let back = client.get(&href).await?.expect("exists");
+    if new_etag.is_some() {
+        assert_eq!(back.etag, new_etag);
+    }
+    let back_cal = Calendar::parse(&back.body)?;
+    let back_ev = back_cal.event(back_cal.master().expect("master"))?;
+    assert_eq!(back_ev.summary.as_deref(), Some("Weekly sync, renamed"));
+    assert_eq!(back_ev.attendees, attendees);
+    assert_eq!(back_cal.to_ical(), back.body);
+    Ok(())
+}
+
+const RICH_CONTACT: &str = "BEGIN:VCARD\r\n\
+VERSION:3.0\r\n\
+PRODID:-//driftless//tests//EN\r\n\
+UID:rich-c-1@driftless.test\r\n\
+FN:Ada Lovelace\r\n\
+N:Lovelace;Ada;;;\r\n\
+ORG:Analytical Engines;Research\r\n\
+TITLE:Countess\r\n\
+item1.EMAIL;TYPE=INTERNET,WORK,pref:ada@example.com\r\n\
+item1.X-ABLabel:_$!<Work>!$_\r\n\
+TEL;TYPE=CELL:+44 20 7946 0018\r\n\
+NOTE:First programmer\r\n\
+X-SOCIALPROFILE;TYPE=twitter:https://twitter.com/ada\r\n\
+END:VCARD\r\n";
+
+async fn contact_round_trip(kind: DavServerKind) -> anyhow::Result<()> {
+    use driftless_bridges::dav::vcard::{Card, CardList, CardText, TypedValue};
+    let server = DavServer::start(kind).await?;
+    let client = server.addressbook()?;
+    written(
+        client
+            .put("rich-c-1.vcf", RICH_CONTACT, Precondition::IfNoneMatch)
+            .await?,
+    );
+    let (href, etag, body) = fetch_via_sync(&client, "rich-c-1.vcf").await?;
+
+    let mut card = Card::parse(&body)?;
+    assert_eq!(card.to_vcard(), body);
+    let c = card.contact();
+    assert_eq!(c.full_name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(c.organization.as_deref(), Some("Analytical Engines"));
+    assert_eq!(c.emails.len(), 1);
+    assert!(c.emails[0].pref);
+
+    card.set_text(CardText::Title, Some("Countess of Lovelace"));
+    let mut phones = c.phones.clone();
+    phones.push(TypedValue {
+        value: "+44 20 0000 0000".into(),
+        types: vec!["work".into()],
+        pref: false,
+    });
+    card.set_list(CardList::Phones, &phones);
+    let edited = card.to_vcard();
+    let (added, removed) = line_diff(&body, &edited);
+    assert_eq!(removed, vec!["TITLE:Countess".to_string()], "{edited}");
+    assert_eq!(
+        added,
+        vec![
+            "TEL;TYPE=work:+44 20 0000 0000".to_string(),
+            "TITLE:Countess of Lovelace".to_string(),
+        ]
+    );
+
+    written(
+        client
+            .put(&href, &edited, Precondition::IfMatch(&etag))
+            .await?,
+    );
+    let back = client.get(&href).await?.expect("exists");
+    let back_card = Card::parse(&back.body)?;
+    let bc = back_card.contact();
+    assert_eq!(bc.title.as_deref(), Some("Countess of Lovelace"));
+    assert_eq!(bc.phones.len(), 2);
+    assert_eq!(back_card.to_vcard(), back.body);
+    Ok(())
+}
+
+#[tokio::test]
+async fn radicale_calendar_round_trip() -> anyhow::Result<()> {
+    calendar_round_trip(DavServerKind::Radicale).await
+}
+
+#[tokio::test]
+async fn radicale_contact_round_trip() -> anyhow::Result<()> {
+    contact_round_trip(DavServerKind::Radicale).await
+}
+
+#[tokio::test]
+async fn xandikos_calendar_round_trip() -> anyhow::Result<()> {
+    calendar_round_trip(DavServerKind::Xandikos).await
+}
+
+#[tokio::test]
+async fn xandikos_contact_round_trip() -> anyhow::Result<()> {
+    contact_round_trip(DavServerKind::Xandikos).await
+}
