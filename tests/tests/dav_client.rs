@@ -465,3 +465,94 @@ async fn xandikos_calendar_round_trip() -> anyhow::Result<()> {
 async fn xandikos_contact_round_trip() -> anyhow::Result<()> {
     contact_round_trip(DavServerKind::Xandikos).await
 }
+
+/// A one-shot HTTP server on loopback that answers every request with `response`.
+async fn canned(response: &'static str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request head and body (bounded); the answer does not depend on it.
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    sock.read(&mut buf),
+                )
+                .await;
+                let _ = sock.write_all(response.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}/cal/"))
+}
+
+fn canned_client(url: String) -> anyhow::Result<DavClient> {
+    use driftless_bridges::dav::client::DavClientConfig;
+    use driftless_bridges::dav::wire::CollectionKind;
+    Ok(DavClient::new(
+        DavClientConfig::new(url, CollectionKind::Calendar).basic_auth("u", "p"),
+    )?)
+}
+
+#[tokio::test]
+async fn throttling_and_odd_statuses_are_typed() -> anyhow::Result<()> {
+    use driftless_bridges::dav::client::{HttpError, SyncError};
+    use std::time::Duration;
+
+    let c = canned_client(
+        canned("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await?,
+    )?;
+    match c.sync_collection(None).await {
+        Err(SyncError::Http(HttpError::RateLimited { retry_after, .. })) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(7)))
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    let c = canned_client(
+        canned("HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await?,
+    )?;
+    assert!(matches!(
+        c.put("x.ics", "x", Precondition::IfNoneMatch).await,
+        Err(driftless_bridges::dav::client::WriteError::Http(
+            HttpError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ))
+    ));
+
+    // 409 with the precondition element is a token problem too.
+    const BODY_409: &str = "HTTP/1.1 409 Conflict\r\nContent-Type: application/xml\r\nContent-Length: 76\r\nConnection: close\r\n\r\n<?xml version=\"1.0\"?><D:error xmlns:D=\"DAV:\"><D:valid-sync-token/></D:error>";
+    assert_eq!(BODY_409.split("\r\n\r\n").nth(1).map(str::len), Some(76));
+    let c = canned_client(canned(BODY_409).await?)?;
+    assert_eq!(
+        c.sync_collection(Some("t")).await?,
+        SyncOutcome::TokenInvalid
+    );
+
+    // 403 without it is not.
+    let c = canned_client(
+        canned("HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\nConnection: close\r\n\r\nForbidden")
+            .await?,
+    )?;
+    assert!(matches!(
+        c.sync_collection(Some("t")).await,
+        Err(SyncError::Http(HttpError::Status { .. }))
+    ));
+
+    // A broken 207 is a parse error, not a panic.
+    let c = canned_client(
+        canned("HTTP/1.1 207 Multi-Status\r\nContent-Length: 24\r\nConnection: close\r\n\r\n<multistatus xmlns=\"DAV:").await?,
+    )?;
+    assert!(matches!(
+        c.sync_collection(None).await,
+        Err(SyncError::Parse(_))
+    ));
+    assert_eq!(c.request_count(), 1);
+    Ok(())
+}
