@@ -910,4 +910,25 @@ END:VCALENDAR\r\n";
             ));
         }
     }
+
+    proptest::proptest! {
+        /// Provider input never panics the parser or the readers, including truncations
+        /// and byte flips of a realistic resource.
+        #[test]
+        fn hostile_input_never_panics(cut in 0usize..4000, flip in 0usize..4000, byte in 0u8..128, junk in "[ -~\r\n\t]{0,300}") {
+            let mut bytes = RESOURCE.as_bytes().to_vec();
+            let len = bytes.len();
+            bytes[flip % len] = byte;
+            bytes.truncate(cut % (len + 1));
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            for t in [text, format!("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\n{junk}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"), junk] {
+                if let Ok(cal) = Calendar::parse(&t) {
+                    for e in cal.events() {
+                        let _ = cal.event(e);
+                    }
+                    proptest::prop_assert_eq!(cal.to_ical(), t);
+                }
+            }
+        }
+    }
 }

@@ -586,4 +586,22 @@ END:VCARD\r\n";
         assert!(Card::parse("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n").is_err());
         assert!(Card::parse("nope").is_err());
     }
+
+    proptest::proptest! {
+        /// Provider input never panics the parser or the reader.
+        #[test]
+        fn hostile_input_never_panics(cut in 0usize..2000, flip in 0usize..2000, byte in 0u8..128, junk in "[ -~\r\n\t]{0,300}") {
+            let mut bytes = V3.as_bytes().to_vec();
+            let len = bytes.len();
+            bytes[flip % len] = byte;
+            bytes.truncate(cut % (len + 1));
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            for t in [text, format!("BEGIN:VCARD\r\nVERSION:4.0\r\n{junk}\r\nEND:VCARD\r\n"), junk] {
+                if let Ok(card) = Card::parse(&t) {
+                    let _ = card.contact();
+                    proptest::prop_assert_eq!(card.to_vcard(), t);
+                }
+            }
+        }
+    }
 }
