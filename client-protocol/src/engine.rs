@@ -632,7 +632,14 @@ impl Engine {
         data: &[u8],
         out: &mut Vec<Effect>,
     ) {
-        let message = match sync::Message::decode(data) {
+        let message = match sync::Message::decode(data)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                // Automerge would panic or spin on some well-formed messages: refuse those first.
+                crate::sync_guard::check(&m)
+                    .map(|()| m)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("connection {conn}: bad sync message for document {doc}: {e}");

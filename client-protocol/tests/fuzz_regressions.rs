@@ -1,0 +1,156 @@
+//! Inputs the fuzz targets (`fuzz/`) once crashed on, kept as permanent tests: every file under
+//! `tests/fuzz-regressions/<target>/` is replayed the way its target would (never a panic), and each
+//! engine finding also has a scripted test that names what went wrong.
+//!
+//! The same files are copied into `fuzz/seeds/<target>/`, so every fuzz run starts from them too.
+
+#![allow(clippy::unwrap_used)] // a panic is the failure report
+
+mod common;
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, ROOT};
+use common::*;
+use driftless_client_protocol::engine::close_code;
+use driftless_client_protocol::sync_guard::{self, SyncGuardError};
+use driftless_client_protocol::{Message, decode, encode};
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz-regressions")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// A document with history, like the `receive_sync` target's.
+fn loaded_document() -> automerge::Automerge {
+    let mut d = AutoCommit::new().with_actor(ActorId::from(vec![0xa1; 16]));
+    for i in 0..8 {
+        d.put(ROOT, format!("k{i}"), i as i64).unwrap();
+        d.commit();
+    }
+    automerge::Automerge::load(&d.save()).unwrap()
+}
+
+#[test]
+fn frame_decode_inputs_do_not_panic() {
+    for (name, bytes) in inputs("frame_decode") {
+        if let Ok(m) = black_box(decode(&bytes)) {
+            assert_eq!(decode(&encode(&m)).unwrap(), m, "{name}");
+        }
+    }
+}
+
+/// As the engine handles a payload: decode, guard, then let Automerge have it.
+#[test]
+fn receive_sync_inputs_are_refused_or_handled_without_panic() {
+    let base = loaded_document();
+    for (_name, bytes) in inputs("receive_sync") {
+        let Some((&mode, payload)) = bytes.split_first() else {
+            continue;
+        };
+        let mut doc = base.clone();
+        let mut state = if mode & 1 == 1 {
+            sync::State::new_read_only()
+        } else {
+            sync::State::new()
+        };
+        if mode & 2 == 2 {
+            black_box(doc.generate_sync_message(&mut state));
+        }
+        let Ok(message) = sync::Message::decode(payload) else {
+            continue;
+        };
+        if sync_guard::check(&message).is_err() {
+            continue;
+        }
+        let _ = black_box(doc.receive_sync_message(&mut state, message));
+        black_box(doc.generate_sync_message(&mut state));
+    }
+}
+
+/// Automerge 0.12 divides by zero on a bloom filter with entries and zero bits per entry: a single
+/// `sync` frame from any peer would have panicked the engine thread. The engine now closes the
+/// connection with 1007 instead.
+#[test]
+fn a_bloom_filter_without_bits_closes_the_sender_instead_of_panicking() {
+    let payload = &inputs("receive_sync")
+        .into_iter()
+        .find(|(n, _)| n == "bloom-zero-bits-per-entry")
+        .unwrap()
+        .1[1..];
+    let message = sync::Message::decode(payload).unwrap();
+    assert_eq!(
+        sync_guard::check(&message),
+        Err(SyncGuardError::BloomWithoutBits)
+    );
+
+    let mut server = Server::new();
+    let mut alice = Client::new("alice", 1);
+    alice.connect(&mut server);
+    alice.create(&doc_id(1), 1);
+    run_to_quiescence(&mut server, &mut [&mut alice], &[doc_id(1)]);
+
+    let mut mallory = Client::new("mallory", 2);
+    mallory.connect(&mut server);
+    server.frame(
+        2,
+        &Message::Sync {
+            sender_id: "mallory".into(),
+            target_id: SERVER.into(),
+            document_id: doc_id(1),
+            data: payload.to_vec(),
+        },
+    );
+    assert_eq!(server.closed[&2].0, close_code::INVALID_PAYLOAD);
+    // Everyone else carries on.
+    alice.edit(&doc_id(1), "after", 1);
+    run_to_quiescence(&mut server, &mut [&mut alice], &[doc_id(1)]);
+    assert!(alice.get_i64(&doc_id(1), "after") == Some(1));
+    assert!(!server.closed.contains_key(&1));
+}
+
+/// Probe counts size an allocation in Automerge; absurd ones are refused before it sees them.
+#[test]
+fn absurd_bloom_parameters_are_refused() {
+    // have = [{ last_sync: [], bloom: entries 1, 10 bits each, u32::MAX probes, 2 bytes }]
+    let mut bloom = vec![1, 10];
+    bloom.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    bloom.extend([0, 0]);
+    // type 0x42, heads: [], need: [], one have with last_sync: [] and the filter, changes: []
+    let mut bytes = vec![0x42, 0, 0, 1, 0];
+    bytes.push(bloom.len() as u8);
+    bytes.extend(&bloom);
+    bytes.push(0);
+    let message = sync::Message::decode(&bytes).unwrap();
+    assert_eq!(
+        sync_guard::check(&message),
+        Err(SyncGuardError::TooManyProbes(u32::MAX))
+    );
+    // And a real client's message passes.
+    let mut d = AutoCommit::new();
+    d.put(ROOT, "a", 1).unwrap();
+    let peer = loaded_document();
+    let mut state = sync::State::new();
+    let mut their = sync::State::new();
+    let first = peer.generate_sync_message(&mut their).unwrap();
+    d.sync().receive_sync_message(&mut state, first).unwrap();
+    let reply = d.sync().generate_sync_message(&mut state).unwrap();
+    assert!(!reply.have.is_empty());
+    assert_eq!(sync_guard::check(&reply), Ok(()));
+}
