@@ -550,6 +550,14 @@ impl Engine {
                 }
             }
         }
+        // A connection joining again under another PeerId gives the old one up; otherwise its entry
+        // would outlive the connection (and a peer could grow the map without bound).
+        if let Some(previous) = joined_peer_id(&self.connections, conn)
+            && previous != sender_id
+        {
+            let previous = previous.to_owned();
+            self.release_peer(&workspace, &previous, conn);
+        }
         // The newest connection of a PeerId wins, as in the JS server (within one workspace, so no
         // one can push another workspace's peer off).
         let key = (workspace, sender_id.clone());
@@ -1128,12 +1136,7 @@ impl Engine {
             return;
         };
         if let ConnectionState::Joined { peer_id } = &connection.state {
-            let key = (connection.access.workspace.clone(), peer_id.clone());
-            if self.peer_connections.get(&key) == Some(&conn) {
-                self.peer_connections.remove(&key);
-                self.ephemeral_seen
-                    .retain(|(ws, sender, _), _| !(*ws == key.0 && *sender == key.1));
-            }
+            self.release_peer(&connection.access.workspace, peer_id, conn);
         }
         for doc_id in connection.docs {
             if let Some(entry) = self.docs.get_mut(&doc_id) {
@@ -1141,6 +1144,16 @@ impl Engine {
                 entry.wanting.remove(&conn);
                 // Pending messages stay: their changes are still applied and stored.
             }
+        }
+    }
+
+    /// Forgets that `conn` is the live connection of `peer_id` (if it still is).
+    fn release_peer(&mut self, workspace: &str, peer_id: &str, conn: ConnectionId) {
+        let key = (workspace.to_owned(), peer_id.to_owned());
+        if self.peer_connections.get(&key) == Some(&conn) {
+            self.peer_connections.remove(&key);
+            self.ephemeral_seen
+                .retain(|(ws, sender, _), _| !(*ws == key.0 && *sender == key.1));
         }
     }
 

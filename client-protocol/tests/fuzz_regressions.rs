@@ -15,7 +15,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ROOT};
 use common::*;
-use driftless_client_protocol::engine::close_code;
+use driftless_client_protocol::engine::{Input, close_code};
 use driftless_client_protocol::sync_guard::{self, SyncGuardError};
 use driftless_client_protocol::{Message, decode, encode};
 
@@ -153,4 +153,41 @@ fn absurd_bloom_parameters_are_refused() {
     let reply = d.sync().generate_sync_message(&mut state).unwrap();
     assert!(!reply.have.is_empty());
     assert_eq!(sync_guard::check(&reply), Ok(()));
+}
+
+/// `engine_sequence` inputs need the fuzz harness to replay (`cargo fuzz run engine_sequence` does,
+/// from fuzz/seeds); each has a scripted test here.
+#[test]
+fn engine_inputs_are_kept_for_the_fuzzer() {
+    assert!(!inputs("engine_sequence").is_empty());
+}
+
+/// A connection that joined as one PeerId and then again as another kept the first mapping after
+/// it closed: a stale entry per re-join (unbounded memory from one connection), caught by
+/// `check_invariants` ("peer maps to a live connection") in `engine_sequence`.
+#[test]
+fn rejoining_under_another_peer_id_leaves_no_stale_peer_entry() {
+    let mut server = Server::new();
+    server.input(connected(1));
+    for peer in ["p-0", "p-1", "p-2"] {
+        let mut c = Client::new(peer, 1);
+        c.conn = 1;
+        server.frame(1, &c.join_message());
+    }
+    // An unsupported version closes the connection; Server::input runs check_invariants.
+    server.frame(
+        1,
+        &Message::Join {
+            sender_id: "p-3".into(),
+            supported_protocol_versions: Some(vec!["2".into()]),
+            peer_metadata: None,
+        },
+    );
+    assert_eq!(server.closed[&1].0, close_code::PROTOCOL_ERROR);
+    // The released PeerIds can join anew and nothing old is closed on their behalf.
+    let mut p0 = Client::new("p-0", 2);
+    p0.connect(&mut server);
+    assert!(!server.closed.contains_key(&2));
+    server.input(Input::Disconnected { conn: 2 });
+    assert_eq!(server.engine.connection_count(), 0);
 }
