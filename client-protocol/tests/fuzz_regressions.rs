@@ -191,3 +191,149 @@ fn rejoining_under_another_peer_id_leaves_no_stale_peer_entry() {
     server.input(Input::Disconnected { conn: 2 });
     assert_eq!(server.engine.connection_count(), 0);
 }
+
+/// Writes the fuzz targets' seed corpora (real frames and sync messages) into `fuzz/seeds/`:
+/// `cargo test -p driftless-client-protocol --test fuzz_regressions -- --ignored write_fuzz_seeds`.
+/// The files are committed; rerun after a protocol change.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand"]
+fn write_fuzz_seeds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    // A real exchange: a client with history syncing with a server that has other history.
+    let mut client = AutoCommit::new().with_actor(ActorId::from(vec![1; 16]));
+    client.put(ROOT, "title", "hello").unwrap();
+    client.commit();
+    let mut server = loaded_document();
+    let (mut cs, mut ss) = (sync::State::new(), sync::State::new());
+    let mut sync_payloads = Vec::new();
+    for _ in 0..4 {
+        if let Some(m) = client.sync().generate_sync_message(&mut cs) {
+            sync_payloads.push(m.clone().encode());
+            server.receive_sync_message(&mut ss, m).unwrap();
+        }
+        if let Some(m) = server.generate_sync_message(&mut ss) {
+            sync_payloads.push(m.clone().encode());
+            client.sync().receive_sync_message(&mut cs, m).unwrap();
+        }
+    }
+    for (i, payload) in sync_payloads.iter().enumerate() {
+        for mode in [0u8, 2] {
+            let mut bytes = vec![mode];
+            bytes.extend(payload);
+            write("receive_sync", &format!("exchange-{i}-mode-{mode}"), &bytes);
+        }
+    }
+
+    let doc = doc_id(1);
+    let peer = |s: &str| s.to_owned();
+    let mut heads = std::collections::BTreeMap::new();
+    heads.insert(
+        peer("storage-1"),
+        driftless_client_protocol::HeadsInfo {
+            heads: vec![peer("3J8eYhhUCTzFqHx2RyfDF8zqRDsBkDyzCtsWCrrvJyyq")],
+            timestamp: 1_700_000_000_000,
+        },
+    );
+    let frames = [
+        (
+            "join",
+            Message::Join {
+                sender_id: peer("client"),
+                supported_protocol_versions: Some(vec![peer("1")]),
+                peer_metadata: Some(driftless_client_protocol::PeerMetadata {
+                    storage_id: None,
+                    is_ephemeral: true,
+                }),
+            },
+        ),
+        (
+            "peer",
+            Message::Peer {
+                sender_id: peer("server"),
+                target_id: peer("client"),
+                selected_protocol_version: peer("1"),
+                peer_metadata: Some(driftless_client_protocol::PeerMetadata {
+                    storage_id: Some(peer("storage-1")),
+                    is_ephemeral: false,
+                }),
+            },
+        ),
+        (
+            "request",
+            Message::Request {
+                sender_id: peer("client"),
+                target_id: peer("server"),
+                document_id: doc.clone(),
+                data: sync_payloads[0].clone(),
+            },
+        ),
+        (
+            "sync",
+            Message::Sync {
+                sender_id: peer("server"),
+                target_id: peer("client"),
+                document_id: doc.clone(),
+                data: sync_payloads[1].clone(),
+            },
+        ),
+        (
+            "doc-unavailable",
+            Message::DocUnavailable {
+                sender_id: peer("server"),
+                target_id: peer("client"),
+                document_id: doc.clone(),
+            },
+        ),
+        (
+            "ephemeral",
+            Message::Ephemeral {
+                sender_id: peer("client"),
+                target_id: peer("server"),
+                document_id: doc.clone(),
+                count: 3,
+                session_id: peer("session"),
+                data: vec![0xa1, 0x61, 0x78, 0x01],
+            },
+        ),
+        (
+            "error",
+            Message::Error {
+                message: peer("unsupported protocol version"),
+                sender_id: Some(peer("server")),
+                target_id: Some(peer("client")),
+            },
+        ),
+        (
+            "leave",
+            Message::Leave {
+                sender_id: peer("client"),
+            },
+        ),
+        (
+            "remote-subscription-change",
+            Message::RemoteSubscriptionChange {
+                sender_id: peer("client"),
+                target_id: peer("server"),
+                add: vec![peer("storage-1")],
+                remove: vec![],
+            },
+        ),
+        (
+            "remote-heads-changed",
+            Message::RemoteHeadsChanged {
+                sender_id: peer("server"),
+                target_id: peer("client"),
+                document_id: doc.clone(),
+                new_heads: heads,
+            },
+        ),
+    ];
+    for (name, message) in frames {
+        write("frame_decode", name, &encode(&message));
+    }
+}
