@@ -14,3 +14,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The binary is used by the tests that kill and restart a real server process.
 cargo build --locked -p driftless-server --bin driftless
 cargo test --workspace --locked -- --test-threads=2
+# Fuzzing (scripts/fuzz.sh): in CI (CI is set) or when DRIFTLESS_FUZZ_SECONDS asks for it; skipped in
+# quick local runs.
+if [ -n "${DRIFTLESS_FUZZ_SECONDS:-}" ] || [ -n "${CI:-}" ]; then
+  scripts/fuzz.sh "${DRIFTLESS_FUZZ_SECONDS:-20}"
+fi

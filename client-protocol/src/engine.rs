@@ -586,6 +586,14 @@ impl Engine {
                 }
             }
         }
+        // A connection joining again under another PeerId gives the old one up; otherwise its entry
+        // would outlive the connection (and a peer could grow the map without bound).
+        if let Some(previous) = joined_peer_id(&self.connections, conn)
+            && previous != sender_id
+        {
+            let previous = previous.to_owned();
+            self.release_peer(&workspace, &previous, conn);
+        }
         // The newest connection of a PeerId wins, as in the JS server (within one workspace, so no
         // one can push another workspace's peer off).
         let key = (workspace, sender_id.clone());
@@ -668,7 +676,14 @@ impl Engine {
         data: &[u8],
         out: &mut Vec<Effect>,
     ) {
-        let message = match sync::Message::decode(data) {
+        let message = match sync::Message::decode(data)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                // Automerge would panic or spin on some well-formed messages: refuse those first.
+                crate::sync_guard::check(&m)
+                    .map(|()| m)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("connection {conn}: bad sync message for document {doc}: {e}");
@@ -1220,12 +1235,7 @@ impl Engine {
             return;
         };
         if let ConnectionState::Joined { peer_id } = &connection.state {
-            let key = (connection.access.workspace.clone(), peer_id.clone());
-            if self.peer_connections.get(&key) == Some(&conn) {
-                self.peer_connections.remove(&key);
-                self.ephemeral_seen
-                    .retain(|(ws, sender, _), _| !(*ws == key.0 && *sender == key.1));
-            }
+            self.release_peer(&connection.access.workspace, peer_id, conn);
         }
         for doc_id in connection.docs {
             if let Some(entry) = self.docs.get_mut(&doc_id) {
@@ -1233,6 +1243,16 @@ impl Engine {
                 entry.wanting.remove(&conn);
                 // Pending messages stay: their changes are still applied and stored.
             }
+        }
+    }
+
+    /// Forgets that `conn` is the live connection of `peer_id` (if it still is).
+    fn release_peer(&mut self, workspace: &str, peer_id: &str, conn: ConnectionId) {
+        let key = (workspace.to_owned(), peer_id.to_owned());
+        if self.peer_connections.get(&key) == Some(&conn) {
+            self.peer_connections.remove(&key);
+            self.ephemeral_seen
+                .retain(|(ws, sender, _), _| !(*ws == key.0 && *sender == key.1));
         }
     }
 

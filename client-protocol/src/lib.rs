@@ -12,6 +12,7 @@ pub mod codec;
 pub mod document_id;
 pub mod engine;
 pub mod message;
+pub mod sync_guard;
 pub mod url;
 
 pub use codec::{DecodeError, decode, encode};
