@@ -314,6 +314,12 @@ impl Sim {
                 Effect::Refused { refusal, .. } => {
                     panic!("seed {}: unexpected refusal {refusal:?}", self.seed)
                 }
+                Effect::LocalChangeDone { token, .. } => {
+                    panic!(
+                        "seed {}: no local changes are made here ({token})",
+                        self.seed
+                    )
+                }
             }
         }
         for (conn, frames) in sends {

@@ -119,6 +119,12 @@ enum Op {
     Failed {
         which: u8,
     },
+    /// A provider bridge's change: arbitrary bytes, in one of two workspaces.
+    Local {
+        doc: u8,
+        workspace: bool,
+        changes: Vec<u8>,
+    },
 }
 
 fn doc_id(n: u8) -> DocumentId {
@@ -137,6 +143,7 @@ struct Harness {
     loads: Vec<DocumentId>,
     writes: Vec<(WriteId, DocumentId, String, PersistOp)>,
     disk: BTreeMap<Vec<u8>, (Vec<Vec<u8>>, String)>,
+    next_local: u64,
 }
 
 impl Harness {
@@ -188,7 +195,7 @@ impl Harness {
                         "close of a connection that is not open"
                     );
                 }
-                Effect::Refused { .. } => {}
+                Effect::Refused { .. } | Effect::LocalChangeDone { .. } => {}
             }
         }
     }
@@ -373,6 +380,19 @@ impl Harness {
                 self.now += Duration::from_millis(u64::from(millis) * 16);
                 self.input(Input::Tick);
             }
+            Op::Local {
+                doc,
+                workspace,
+                changes,
+            } => {
+                self.next_local += 1;
+                self.input(Input::LocalChange {
+                    doc: doc_id(doc),
+                    workspace: if workspace { "default" } else { "other" }.into(),
+                    changes,
+                    token: self.next_local,
+                });
+            }
             Op::Load { which, answer } => {
                 if self.loads.is_empty() {
                     return;
@@ -457,6 +477,7 @@ fuzz_target!(|scenario: Scenario| {
         loads: Vec::new(),
         writes: Vec::new(),
         disk: BTreeMap::new(),
+        next_local: 0,
     };
     for op in scenario.ops.into_iter().take(MAX_OPS) {
         h.run(op);
