@@ -134,7 +134,16 @@ async fn read_loop(
         let message = match stream.next().await {
             None => return End::Gone,
             Some(Ok(message)) => message,
-            Some(Err(e)) => return read_error(e, ctx.max_message_bytes),
+            Some(Err(e)) => {
+                let end = read_error(e, ctx.max_message_bytes);
+                if let End::Close(r) = &end
+                    && r.code == CLOSE_MESSAGE_TOO_BIG
+                {
+                    ctx.metrics.limit_hits.inc("max_message_bytes");
+                    warn!(conn, %peer, limit = ctx.max_message_bytes, "message over max_message_bytes; closing");
+                }
+                return end;
+            }
         };
         alive.store(true, Relaxed);
         match message {

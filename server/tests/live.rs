@@ -206,6 +206,11 @@ async fn bad_frames_close_only_their_connection_and_shutdown_is_clean() {
         expect_close(&mut big).await,
         (1009, "message too large (limit 1024 bytes)".to_owned())
     );
+    let (_, metrics) = get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("driftless_limit_hits_total{limit=\"max_message_bytes\"} 1"),
+        "{metrics}"
+    );
 
     // A frame within the limit is fine, and the other connection carries on.
     let join = driftless_client_protocol::encode(&driftless_client_protocol::Message::Join {
