@@ -211,9 +211,9 @@ async fn provider_and_app_edits_flow_both_ways(kind: DavServerKind) -> anyhow::R
     )
     .await?;
 
-    // Provider-created record -> new document.
-    let report = env.sync("cal").await?;
-    assert_eq!(report["pulled"], 1, "{report}");
+    // Provider-created record -> new document (the bridge's own first round, which starts with
+    // the server, may have pulled it already).
+    env.sync("cal").await?;
     let (id, rec) = env.record_titled("Standup").await?;
     assert_eq!(rec["location"], "Room 1");
     assert_eq!(rec["ical_uid"], "standup@test");

@@ -540,12 +540,14 @@ impl Runner {
                 return Err(self.provider("sync-collection rejected a full listing's token", None));
             };
             for m in page.changed {
-                removed.retain(|h| h != &m.href);
-                listed.insert(m.href, m.etag);
+                let href = self.normalize_href(&m.href);
+                removed.retain(|h| h != &href);
+                listed.insert(href, m.etag);
             }
             for h in page.removed {
-                listed.remove(&h);
-                removed.push(h);
+                let href = self.normalize_href(&h);
+                listed.remove(&href);
+                removed.push(href);
             }
             if !page.truncated {
                 new_token = page.sync_token;
@@ -607,7 +609,6 @@ impl Runner {
                 uid: translate::resource_uid(body),
             })
             .collect();
-        let removed: Vec<String> = removed.iter().map(|h| self.normalize_href(h)).collect();
         let plan = sync::plan_pull(&known, &listed, &fetched, &removed, complete);
 
         for href in &plan.creates {
