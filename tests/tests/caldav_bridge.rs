@@ -326,3 +326,331 @@ async fn radicale_provider_and_app_edits_flow_both_ways() -> anyhow::Result<()> 
 async fn xandikos_provider_and_app_edits_flow_both_ways() -> anyhow::Result<()> {
     provider_and_app_edits_flow_both_ways(DavServerKind::Xandikos).await
 }
+
+async fn concurrent_edits_merge_and_conflicts_resolve_identically(
+    kind: DavServerKind,
+) -> anyhow::Result<()> {
+    let env = Env::start(kind, |dav| vec![bridge("cal", dav.calendar_url(), 1.0)]).await?;
+    let cal = env.cal()?;
+    let href = put_new(
+        &cal,
+        "review.ics",
+        &event("review@test", "Review", "Room 1"),
+    )
+    .await?;
+    env.sync("cal").await?;
+    let (id, _) = env.record_titled("Review").await?;
+    let mut app = app_open(&env.server, &id, "app-c").await?;
+
+    // Different fields: app edits the title, the provider the location, concurrently.
+    app_edit(&mut app, &id, |e| e.title = Some("Design review".into())).await?;
+    provider_edit(&cal, &href, "LOCATION:Room 1", "LOCATION:Room 7").await?;
+    env.sync("cal").await?;
+    let seen = app_event(&mut app, &id).await?;
+    assert_eq!(seen.title.as_deref(), Some("Design review"));
+    assert_eq!(seen.location.as_deref(), Some("Room 7"));
+    let body = provider_body(&cal, &href).await?;
+    assert!(
+        body.contains("SUMMARY:Design review") && body.contains("LOCATION:Room 7"),
+        "{body}"
+    );
+
+    // The same field on both sides: one visible conflict, one winner everywhere.
+    app_edit(&mut app, &id, |e| e.location = Some("App room".into())).await?;
+    provider_edit(&cal, &href, "LOCATION:Room 7", "LOCATION:Provider room").await?;
+    let report = env.sync("cal").await?;
+    assert!(report["conflicts"].as_u64() >= Some(1), "{report}");
+    let conflicts = env.get_json(&format!("/v1/records/{id}/conflicts")).await?;
+    let list = conflicts["conflicts"].as_array().context("conflicts")?;
+    let loc = list
+        .iter()
+        .find(|c| c["field"] == "location")
+        .with_context(|| format!("no location conflict: {conflicts}"))?;
+    let mut sources: Vec<&str> = loc["values"]
+        .as_array()
+        .context("values")?
+        .iter()
+        .filter_map(|v| v["source"].as_str())
+        .collect();
+    sources.sort_unstable();
+    assert_eq!(sources, vec!["app", "cal"], "{conflicts}");
+    let winner = loc["winner"].as_str().context("winner")?.to_owned();
+    // Server, app and provider agree (the provider gets the winner on the next push).
+    env.sync("cal").await?;
+    let (_, rec) = env.record_titled("Design review").await?;
+    assert_eq!(rec["location"], winner.as_str());
+    assert_eq!(
+        app_event(&mut app, &id).await?.location.as_deref(),
+        Some(winner.as_str())
+    );
+    let body = provider_body(&cal, &href).await?;
+    assert!(
+        body.contains(&format!("LOCATION:{winner}")),
+        "{winner}: {body}"
+    );
+    let report = env.sync("cal").await?;
+    assert_eq!(
+        (report["pulled"].as_u64(), report["pushed"].as_u64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn radicale_concurrent_edits_merge_and_conflicts_resolve_identically() -> anyhow::Result<()> {
+    concurrent_edits_merge_and_conflicts_resolve_identically(DavServerKind::Radicale).await
+}
+
+#[tokio::test]
+async fn xandikos_concurrent_edits_merge_and_conflicts_resolve_identically() -> anyhow::Result<()> {
+    concurrent_edits_merge_and_conflicts_resolve_identically(DavServerKind::Xandikos).await
+}
+
+async fn deletes_propagate_both_ways(kind: DavServerKind) -> anyhow::Result<()> {
+    let env = Env::start(kind, |dav| vec![bridge("cal", dav.calendar_url(), 1.0)]).await?;
+    let cal = env.cal()?;
+    let a = put_new(&cal, "a.ics", &event("a@test", "Alpha", "R")).await?;
+    put_new(&cal, "b.ics", &event("b@test", "Beta", "R")).await?;
+    env.sync("cal").await?;
+    let (a_id, _) = env.record_titled("Alpha").await?;
+    let (b_id, _) = env.record_titled("Beta").await?;
+
+    // Provider delete -> tombstone (no other link), not resurrected by the next polls.
+    assert!(matches!(
+        cal.delete(&a, None).await?,
+        driftless_bridges::dav::client::DeleteOutcome::Deleted
+    ));
+    let report = env.sync("cal").await?;
+    assert_eq!(report["deleted"], 1, "{report}");
+    let recs = env.records().await?;
+    let alpha = &recs.iter().find(|(i, _)| *i == a_id).context("alpha")?.1;
+    assert_eq!(alpha["deleted"], true, "{alpha}");
+    assert_eq!(alpha["links"]["cal"]["removed"], true, "{alpha}");
+    env.sync("cal").await?;
+    env.sync("cal").await?;
+    assert!(cal.get(&a).await?.is_none(), "resurrected at the provider");
+    assert_eq!(env.records().await?.len(), 2);
+
+    // App delete -> DELETE at the provider.
+    let mut app = app_open(&env.server, &b_id, "app-d").await?;
+    let b_href = app_event(&mut app, &b_id).await?.links["cal"].id.clone();
+    app_edit(&mut app, &b_id, |e| e.deleted = true).await?;
+    let report = env.sync("cal").await?;
+    assert_eq!(report["deleted"], 1, "{report}");
+    assert!(
+        cal.get(&b_href).await?.is_none(),
+        "not deleted at the provider"
+    );
+    let report = env.sync("cal").await?;
+    assert_eq!(
+        (report["pulled"].as_u64(), report["deleted"].as_u64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    assert_eq!(env.records().await?.len(), 2, "nothing new imported");
+    let status = env.bridge_status("cal").await?;
+    assert_eq!(status["linked_records"], 0, "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn radicale_deletes_propagate_both_ways() -> anyhow::Result<()> {
+    deletes_propagate_both_ways(DavServerKind::Radicale).await
+}
+
+#[tokio::test]
+async fn xandikos_deletes_propagate_both_ways() -> anyhow::Result<()> {
+    deletes_propagate_both_ways(DavServerKind::Xandikos).await
+}
+
+#[tokio::test]
+async fn radicale_an_event_in_two_calendars_survives_a_delete_in_one() -> anyhow::Result<()> {
+    let dav = DavServer::radicale().await?;
+    let second_url = format!("{}/{USER}/second/", dav.base_url());
+    let second = driftless_bridges::dav::client::DavClient::new(
+        driftless_bridges::dav::client::DavClientConfig::new(
+            second_url.clone(),
+            driftless_bridges::dav::wire::CollectionKind::Calendar,
+        )
+        .basic_auth(USER, PASSWORD),
+    )?;
+    second.create_collection("Second").await?;
+    let first_url = dav.calendar_url();
+    let server = TestServer::start_with_config(move |c| {
+        c.bridges = vec![
+            bridge("cal-a", first_url.clone(), 1.0),
+            bridge("cal-b", second_url.clone(), 1.0),
+        ]
+    })
+    .await?;
+    let env = Env {
+        dav,
+        server,
+        http: reqwest::Client::new(),
+    };
+    let cal = env.cal()?;
+    let href = put_new(&cal, "shared.ics", &event("shared@test", "Shared", "R")).await?;
+    env.sync("cal-a").await?;
+    let (id, _) = env.record_titled("Shared").await?;
+    // The app links it to the second calendar too ("create it there").
+    let mut app = app_open(&env.server, &id, "app-2").await?;
+    app_edit(&mut app, &id, |e| {
+        e.links.insert("cal-b".into(), Link::default());
+    })
+    .await?;
+    let report = env.sync("cal-b").await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    let b_href = app_event(&mut app, &id).await?.links["cal-b"].id.clone();
+    assert!(second.get(&b_href).await?.is_some());
+
+    cal.delete(&href, None).await?;
+    env.sync("cal-a").await?;
+    env.sync("cal-b").await?;
+    let ev = app_event(&mut app, &id).await?;
+    assert!(!ev.deleted, "tombstoned although linked elsewhere");
+    assert!(ev.links["cal-a"].removed);
+    assert!(!ev.links["cal-b"].removed);
+    assert!(
+        second.get(&b_href).await?.is_some(),
+        "deleted in the other calendar"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn radicale_deleting_half_a_calendar_needs_confirmation() -> anyhow::Result<()> {
+    let env = Env::start(DavServerKind::Radicale, |dav| {
+        vec![bridge("cal", dav.calendar_url(), 0.2)]
+    })
+    .await?;
+    let cal = env.cal()?;
+    let mut hrefs = Vec::new();
+    for i in 0..6 {
+        hrefs.push(
+            put_new(
+                &cal,
+                &format!("e{i}.ics"),
+                &event(&format!("e{i}@t"), &format!("E{i}"), "R"),
+            )
+            .await?,
+        );
+    }
+    env.sync("cal").await?;
+    assert_eq!(env.records().await?.len(), 6);
+    for href in &hrefs[..3] {
+        cal.delete(href, None).await?;
+    }
+    let report = env.sync("cal").await?;
+    assert_eq!(report["state"], "needs_confirmation", "{report}");
+    assert_eq!(report["deleted"], 0, "{report}");
+    let status = env.bridge_status("cal").await?;
+    assert_eq!(status["state"], "needs_confirmation", "{status}");
+    // Nothing tombstoned, however often it polls.
+    env.sync("cal").await?;
+    let live = env
+        .records()
+        .await?
+        .iter()
+        .filter(|(_, r)| r["deleted"] == false)
+        .count();
+    assert_eq!(live, 6);
+    let report = env.sync_with("cal", "?confirm_deletes=true").await?;
+    assert_eq!(report["deleted"], 3, "{report}");
+    let live = env
+        .records()
+        .await?
+        .iter()
+        .filter(|(_, r)| r["deleted"] == false)
+        .count();
+    assert_eq!(live, 3);
+    assert_eq!(env.bridge_status("cal").await?["state"], "idle");
+    Ok(())
+}
+
+async fn invalid_token_resyncs_without_duplicates(kind: DavServerKind) -> anyhow::Result<()> {
+    let mut env = Env::start(kind, |dav| vec![bridge("cal", dav.calendar_url(), 1.0)]).await?;
+    let cal = env.cal()?;
+    let href = put_new(&cal, "keep.ics", &event("keep@test", "Keep", "Room 1")).await?;
+    let gone = put_new(&cal, "gone.ics", &event("gone@test", "Gone", "R")).await?;
+    env.sync("cal").await?;
+    let (id, _) = env.record_titled("Keep").await?;
+    // A local edit not yet pushed when the token breaks.
+    let mut app = app_open(&env.server, &id, "app-t").await?;
+    app_edit(&mut app, &id, |e| e.title = Some("Keep (local)".into())).await?;
+    drop(app);
+    env.server.stop().await?;
+    {
+        let storage = driftless_server::storage::Storage::open(env.server.data_dir())?;
+        let store = driftless_server::bridge::store::BridgeStore::open(storage)?;
+        let bogus = match kind {
+            DavServerKind::Radicale => {
+                "http://radicale.org/ns/sync/0000000000000000000000000000000000000000000000000000000000000000"
+            }
+            DavServerKind::Xandikos => "0000000000000000000000000000000000000000",
+        };
+        store.commit("cal", &[], Some(Some(bogus)), None)?;
+    }
+    // Meanwhile at the provider: one edit, one delete.
+    provider_edit(&cal, &href, "LOCATION:Room 1", "LOCATION:Room 9").await?;
+    cal.delete(&gone, None).await?;
+    env.server.restart().await?;
+    env.server.wait_ready(Duration::from_secs(10)).await?;
+    env.sync("cal").await?;
+    env.sync("cal").await?;
+    let recs = env.records().await?;
+    assert_eq!(recs.len(), 2, "duplicates after resync: {recs:?}");
+    let keep = &recs.iter().find(|(i, _)| *i == id).context("keep")?.1;
+    assert_eq!(keep["title"], "Keep (local)", "{keep}");
+    assert_eq!(keep["location"], "Room 9", "{keep}");
+    let gone_rec = &recs.iter().find(|(i, _)| *i != id).context("gone")?.1;
+    assert_eq!(gone_rec["deleted"], true, "{gone_rec}");
+    let body = provider_body(&cal, &href).await?;
+    assert!(
+        body.contains("SUMMARY:Keep (local)") && body.contains("LOCATION:Room 9"),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn radicale_invalid_token_resyncs_without_duplicates() -> anyhow::Result<()> {
+    invalid_token_resyncs_without_duplicates(DavServerKind::Radicale).await
+}
+
+#[tokio::test]
+async fn xandikos_invalid_token_resyncs_without_duplicates() -> anyhow::Result<()> {
+    invalid_token_resyncs_without_duplicates(DavServerKind::Xandikos).await
+}
+
+#[tokio::test]
+async fn radicale_outbox_survives_a_restart_and_completes_exactly_once() -> anyhow::Result<()> {
+    let mut env = Env::start(DavServerKind::Radicale, |dav| {
+        vec![bridge("cal", dav.calendar_url(), 1.0)]
+    })
+    .await?;
+    let cal = env.cal()?;
+    let href = put_new(&cal, "o.ics", &event("o@test", "Outbox", "R")).await?;
+    env.sync("cal").await?;
+    let (id, _) = env.record_titled("Outbox").await?;
+    let mut app = app_open(&env.server, &id, "app-o").await?;
+    app_edit(&mut app, &id, |e| e.title = Some("Outbox edited".into())).await?;
+    // A new record to create, too.
+    drop(app);
+    // Stopped after the document change is durable and before any provider write.
+    env.server.stop().await?;
+    assert!(
+        provider_body(&cal, &href)
+            .await?
+            .contains("SUMMARY:Outbox\r\n")
+    );
+    env.server.restart().await?;
+    env.server.wait_ready(Duration::from_secs(10)).await?;
+    env.sync("cal").await?;
+    let body = provider_body(&cal, &href).await?;
+    assert!(body.contains("SUMMARY:Outbox edited"), "{body}");
+    let report = env.sync("cal").await?;
+    assert_eq!(report["pushed"], 0, "pushed twice: {report}");
+    assert_eq!(env.bridge_status("cal").await?["outbox_pending"], 0);
+    Ok(())
+}
