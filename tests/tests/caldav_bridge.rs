@@ -221,17 +221,19 @@ async fn provider_and_app_edits_flow_both_ways(kind: DavServerKind) -> anyhow::R
     assert_eq!(rec["deleted"], false);
 
     // It reaches a JS automerge-repo client.
-    if let Ok(out) = driftless_tests::run_interop_helper(
+    let js = driftless_tests::run_interop_helper(
         &[&env.server.url(), "find-json", &format!("automerge:{id}")],
         Duration::from_secs(60),
     )
-    .await
-    {
+    .await;
+    if let Ok(out) = &js {
         let js: Value = serde_json::from_str(out.trim().lines().last().unwrap_or_default())?;
         assert_eq!(js["title"], "Standup", "{js}");
         assert_eq!(js["links"]["cal"]["id"], href, "{js}");
-    } else if std::env::var("DRIFTLESS_REQUIRE_NODE").is_ok() {
-        bail!("the JS client could not read the document");
+    } else if let Err(e) = js
+        && std::env::var("DRIFTLESS_REQUIRE_NODE").is_ok()
+    {
+        bail!("the JS client could not read the document: {e:#}");
     }
 
     // Quiet rounds write nothing to the provider (only the sync REPORT is sent).
