@@ -15,3 +15,4 @@
 //! mapping to canonical records lives with the record model.
 
 pub mod dav;
+pub mod sync;

@@ -40,6 +40,41 @@ pub struct Config {
     pub limits: Limits,
     /// `serve --allow-anonymous`: open mode may listen on a non-loopback address.
     pub allow_anonymous: bool,
+    /// `[[bridges]]`: provider bridges (CalDAV / CardDAV so far).
+    pub bridges: Vec<BridgeConfig>,
+}
+
+/// The provider kind of a `[[bridges]]` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeKind {
+    CalDav,
+    CardDav,
+}
+
+impl BridgeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CalDav => "caldav",
+            Self::CardDav => "carddav",
+        }
+    }
+}
+
+/// One `[[bridges]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeConfig {
+    /// `[a-z0-9-]+`, unique: used in URLs and as the key of `links`.
+    pub id: String,
+    pub kind: BridgeKind,
+    /// The workspace its documents are created in.
+    pub workspace: String,
+    pub poll_interval: Duration,
+    /// A round removing more than this fraction of the linked records needs confirmation.
+    pub max_delete_fraction: f64,
+    /// The collection URL (calendar or address book).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// `[auth]`: the signing secrets, read from the environment at startup.
@@ -115,6 +150,7 @@ impl Default for Config {
             auth: None,
             limits: Limits::default(),
             allow_anonymous: false,
+            bridges: Vec::new(),
         }
     }
 }
@@ -132,6 +168,15 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     InvalidValue { key: &'static str, message: String },
+    /// A bad `[[bridges]]` entry: names the entry (index and id) and the key.
+    #[error("config `[[bridges]]` entry {index}{id}: key `{key}`: {message}")]
+    Bridge {
+        index: usize,
+        /// ` (id "x")` when the entry has a readable id, else empty.
+        id: String,
+        key: String,
+        message: String,
+    },
     #[error("config section `{key}` is not supported yet; remove it to start")]
     NotSupported { key: &'static str },
     #[error("config key `{key}`: environment variable {var} {problem}")]
@@ -212,13 +257,8 @@ impl Config {
             message: e.to_string(),
         })?;
         // Later issues add these sections; accepting them silently would pretend they work.
-        for (key, present) in [
-            ("bridges", file.bridges.is_some()),
-            ("policies", file.policies.is_some()),
-        ] {
-            if present {
-                return Err(ConfigError::NotSupported { key });
-            }
+        if file.policies.is_some() {
+            return Err(ConfigError::NotSupported { key: "policies" });
         }
 
         let mut config = Self::default();
@@ -287,6 +327,9 @@ impl Config {
         }
         if let Some(v) = file.limits {
             config.limits = parse_limits(v)?;
+        }
+        if let Some(v) = file.bridges {
+            config.bridges = parse_bridges(v, env)?;
         }
         Ok(config)
     }
@@ -433,6 +476,167 @@ fn parse_limits(v: toml::Value) -> Result<Limits, ConfigError> {
         l.outbound_queue = to_usize(n);
     }
     Ok(l)
+}
+
+/// Parses `[[bridges]]`; every error names the entry (0-based index and id) and the key.
+fn parse_bridges(
+    v: toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<BridgeConfig>, ConfigError> {
+    let toml::Value::Array(entries) = v else {
+        return Err(invalid(
+            "bridges",
+            "must be an array of tables: write each entry as [[bridges]]",
+        ));
+    };
+    let mut out: Vec<BridgeConfig> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let bridge = parse_bridge(index, entry, env)?;
+        if out.iter().any(|b| b.id == bridge.id) {
+            return Err(ConfigError::Bridge {
+                index,
+                id: format!(" (id {:?})", bridge.id),
+                key: "id".into(),
+                message: "is used by an earlier entry; bridge ids must be unique".into(),
+            });
+        }
+        out.push(bridge);
+    }
+    Ok(out)
+}
+
+fn parse_bridge(
+    index: usize,
+    entry: toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BridgeConfig, ConfigError> {
+    let toml::Value::Table(mut table) = entry else {
+        return Err(ConfigError::Bridge {
+            index,
+            id: String::new(),
+            key: "bridges".into(),
+            message: "each entry must be a table".into(),
+        });
+    };
+    let id_label = match table.get("id") {
+        Some(toml::Value::String(s)) => format!(" (id {s:?})"),
+        _ => String::new(),
+    };
+    let err = |key: &str, message: String| ConfigError::Bridge {
+        index,
+        id: id_label.clone(),
+        key: key.to_owned(),
+        message,
+    };
+    let mut string = |key: &str, required: bool| -> Result<Option<String>, ConfigError> {
+        match table.remove(key) {
+            None if required => Err(err(key, "is required".into())),
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(err(
+                key,
+                format!("must be a string, not {}", other.type_str()),
+            )),
+        }
+    };
+    let id = string("id", true)?.unwrap_or_default();
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err("id", format!("`{id}` must match [a-z0-9-]+")));
+    }
+    let kind_text = string("kind", true)?.unwrap_or_default();
+    let kind = match kind_text.as_str() {
+        "caldav" => BridgeKind::CalDav,
+        "carddav" => BridgeKind::CardDav,
+        "google_calendar" | "microsoft_graph" | "hubspot" | "salesforce" => {
+            return Err(err(
+                "kind",
+                format!("`{kind_text}` bridges are not supported yet (supported: caldav, carddav)"),
+            ));
+        }
+        other => {
+            return Err(err(
+                "kind",
+                format!(
+                    "`{other}` is not one of caldav, carddav, google_calendar, microsoft_graph, \
+                     hubspot, salesforce"
+                ),
+            ));
+        }
+    };
+    let workspace = string("workspace", false)?
+        .unwrap_or_else(|| driftless_client_protocol::engine::DEFAULT_WORKSPACE.to_owned());
+    if workspace.is_empty() {
+        return Err(err("workspace", "must not be empty".into()));
+    }
+    let poll_interval = match string("poll_interval", false)? {
+        None => Duration::from_secs(30),
+        Some(s) => parse_duration(&s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                err(
+                    "poll_interval",
+                    format!("`{s}` is not a positive duration like \"30s\""),
+                )
+            })?,
+    };
+    let url = string("url", true)?.unwrap_or_default();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(err(
+            "url",
+            format!("`{url}` must be an http:// or https:// collection URL"),
+        ));
+    }
+    let username = string("username", false)?;
+    let password = string("password", false)?;
+    let password_env = string("password_env", false)?;
+    let password = match (password, password_env) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "password_env",
+                "give either password or password_env, not both".into(),
+            ));
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(var)) => Some(env(&var).ok_or_else(|| {
+            err(
+                "password_env",
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        (None, None) => None,
+    };
+    let max_delete_fraction = match table.remove("max_delete_fraction") {
+        None => 0.2,
+        Some(toml::Value::Float(f)) if (0.0..=1.0).contains(&f) => f,
+        Some(toml::Value::Integer(i)) if (0..=1).contains(&i) => i as f64,
+        Some(other) => {
+            return Err(err(
+                "max_delete_fraction",
+                format!("`{other}` must be a number between 0 and 1"),
+            ));
+        }
+    };
+    if let Some(key) = table.keys().next() {
+        return Err(err(
+            key,
+            "is not a known key of a caldav/carddav bridge".into(),
+        ));
+    }
+    Ok(BridgeConfig {
+        id,
+        kind,
+        workspace,
+        poll_interval,
+        max_delete_fraction,
+        url,
+        username,
+        password,
+    })
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -639,14 +843,99 @@ mod tests {
 
     #[test]
     fn later_sections_are_refused() {
-        for (text, key) in [
-            ("[[bridges]]\nid = \"a\"", "bridges"),
-            ("[[policies]]\nfield = \"phones\"", "policies"),
+        let (text, key) = ("[[policies]]\nfield = \"phones\"", "policies");
+        let err = Config::from_toml_str(text).unwrap_err();
+        assert!(matches!(err, ConfigError::NotSupported { .. }), "{err}");
+        assert!(err.to_string().contains(key), "{err}");
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn bridges_parse_with_defaults_and_secrets_from_env() {
+        let text = r#"
+[[bridges]]
+id = "team-cal"
+kind = "caldav"
+url = "http://127.0.0.1:5232/alice/cal/"
+username = "alice"
+password_env = "CAL_PW"
+poll_interval = "10s"
+max_delete_fraction = 0.5
+
+[[bridges]]
+id = "people"
+kind = "carddav"
+workspace = "acme"
+url = "http://127.0.0.1:5232/alice/book/"
+"#;
+        let env = |name: &str| (name == "CAL_PW").then(|| "pw".to_owned());
+        let config = Config::from_toml_str_env(text, &env).unwrap();
+        let [cal, book] = config.bridges.as_slice() else {
+            panic!("{:?}", config.bridges)
+        };
+        assert_eq!(cal.id, "team-cal");
+        assert_eq!(cal.kind, BridgeKind::CalDav);
+        assert_eq!(cal.workspace, "default");
+        assert_eq!(cal.password.as_deref(), Some("pw"));
+        assert_eq!(cal.poll_interval, Duration::from_secs(10));
+        assert_eq!(cal.max_delete_fraction, 0.5);
+        assert_eq!(book.kind, BridgeKind::CardDav);
+        assert_eq!(book.workspace, "acme");
+        assert_eq!(book.max_delete_fraction, 0.2);
+        assert_eq!(book.poll_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_bridge_entries_name_the_entry_and_key() {
+        let ok = "kind = \"caldav\"\nurl = \"http://h/c/\"\n";
+        for (entry, index, key) in [
+            (format!("id = \"A b\"\n{ok}"), 0, "id"),
+            (
+                "kind = \"caldav\"\nurl = \"http://h/c/\"".to_owned(),
+                0,
+                "id",
+            ),
+            (
+                "id = \"x\"\nkind = \"fax\"\nurl = \"http://h/\"".to_owned(),
+                0,
+                "kind",
+            ),
+            (
+                "id = \"x\"\nkind = \"hubspot\"\nurl = \"http://h/\"".to_owned(),
+                0,
+                "kind",
+            ),
+            ("id = \"x\"\nkind = \"caldav\"".to_owned(), 0, "url"),
+            (
+                format!("id = \"x\"\n{ok}poll_interval = \"soon\""),
+                0,
+                "poll_interval",
+            ),
+            (
+                format!("id = \"x\"\n{ok}max_delete_fraction = 2.0"),
+                0,
+                "max_delete_fraction",
+            ),
+            (
+                format!("id = \"x\"\n{ok}password_env = \"NOPE\""),
+                0,
+                "password_env",
+            ),
+            (format!("id = \"x\"\n{ok}colour = \"red\""), 0, "colour"),
+            (
+                format!("id = \"x\"\n{ok}\n[[bridges]]\nid = \"x\"\n{ok}"),
+                1,
+                "id",
+            ),
         ] {
-            let err = Config::from_toml_str(text).unwrap_err();
-            assert!(matches!(err, ConfigError::NotSupported { .. }), "{err}");
-            assert!(err.to_string().contains(key), "{err}");
-            assert!(err.to_string().contains("not supported yet"), "{err}");
+            let text = format!("[[bridges]]\n{entry}\n");
+            let err = Config::from_toml_str_env(&text, &|_| None).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Bridge { index: i, key: k, .. } if *i == index && k == key),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
         }
     }
 

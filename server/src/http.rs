@@ -37,6 +37,11 @@ pub struct AppState {
     /// `None`: open development mode.
     pub auth: Option<Arc<AuthConfig>>,
     pub admission: Arc<Admission>,
+    /// The provider bridges (`/v1/bridges`).
+    pub bridges: Arc<crate::bridge::Bridges>,
+    /// Durable documents, for the record listings (every change there is acknowledged only once
+    /// stored, so storage is the durable truth).
+    pub storage: crate::storage::Storage,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/docs/{document_id}", get(get_doc))
         .route("/v1/tickets", post(post_ticket))
+        .route("/v1/bridges", get(get_bridges))
+        .route("/v1/bridges/{id}/sync", post(post_bridge_sync))
+        .route("/v1/records", get(get_records))
+        .route("/v1/records/{document_id}/conflicts", get(get_conflicts))
         .fallback(fallback)
         .with_state(state)
 }
@@ -259,6 +268,201 @@ async fn get_doc(
             format!("document {doc} could not be read; see the server log"),
         )),
     }
+}
+
+/// `GET /v1/bridges`: the bridges of the token's workspace.
+async fn get_bridges(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
+    let bridges = state.bridges.clone();
+    let statuses = tokio::task::spawn_blocking(move || bridges.statuses(&claims.ws))
+        .await
+        .map_err(|_| ApiError::shutting_down())?;
+    Ok(Json(serde_json::json!({ "bridges": statuses })))
+}
+
+/// `POST /v1/bridges/{id}/sync[?confirm_deletes=true]`: one complete round, started after the
+/// request; answers its counts.
+async fn post_bridge_sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "bridge_not_found",
+            format!("no bridge {id}"),
+        )
+    };
+    match state.bridges.workspace(&id) {
+        Some(ws) if ws == claims.ws => {}
+        _ => return Err(not_found()),
+    }
+    if claims.role != ClaimRole::Write {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only_token",
+            "running a bridge round needs a write token",
+        ));
+    }
+    let confirm = query_param(uri.query(), "confirm_deletes") == Some("true");
+    match state.bridges.sync(&id, confirm).await {
+        Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or_default())),
+        Err(message) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bridge_sync_failed",
+            message,
+        )),
+    }
+}
+
+/// `GET /v1/records?type=T[&include_deleted=true][&limit=N][&after=CURSOR]`.
+async fn get_records(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
+    let query = uri.query();
+    let record_type = query_param(query, "type").map(str::to_owned);
+    let include_deleted = query_param(query, "include_deleted") == Some("true");
+    let limit = match query_param(query, "limit") {
+        None => 1000,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_limit",
+                    "limit must be 1..=10000",
+                )
+            })?,
+    };
+    let after: Option<DocumentId> = match query_param(query, "after") {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                "after is not a cursor from `next`",
+            )
+        })?),
+    };
+    let storage = state.storage.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let ids = storage
+            .workspace_documents(&claims.ws, after.as_ref())
+            .map_err(|e| e.to_string())?;
+        let mut records = Vec::new();
+        let mut next = None;
+        for id in ids {
+            if !claims.in_scope(&id) {
+                continue;
+            }
+            if records.len() == limit {
+                next = records
+                    .last()
+                    .map(|(d, _): &(DocumentId, serde_json::Value)| d.to_string());
+                break;
+            }
+            let Ok(Some(doc)) = storage.load_document(&id) else {
+                continue;
+            };
+            let Ok(json) = driftless_crdt_model::to_json(&doc) else {
+                continue;
+            };
+            if let Some(t) = &record_type
+                && json.get("type").and_then(|v| v.as_str()) != Some(t.as_str())
+            {
+                continue;
+            }
+            if !include_deleted && json.get("deleted").and_then(|v| v.as_bool()) == Some(true) {
+                continue;
+            }
+            records.push((id, json));
+        }
+        let records: Vec<serde_json::Value> = records
+            .into_iter()
+            .map(|(id, record)| serde_json::json!({"url": format!("automerge:{id}"), "record": record}))
+            .collect();
+        Ok(serde_json::json!({"records": records, "next": next}))
+    })
+    .await
+    .map_err(|_| ApiError::shutting_down())?;
+    result
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failed", e))
+}
+
+/// `GET /v1/records/{documentId}/conflicts`: fields with concurrent values, and who wrote each.
+async fn get_conflicts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(document_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
+    let doc: DocumentId =
+        document_id
+            .parse()
+            .map_err(|e: driftless_client_protocol::DocumentIdError| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_document_id",
+                    e.to_string(),
+                )
+            })?;
+    let not_found = {
+        let doc = doc.clone();
+        move || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "document_not_found",
+                format!("document {doc} not found"),
+            )
+        }
+    };
+    if !claims.in_scope(&doc) {
+        return Err(not_found());
+    }
+    let storage = state.storage.clone();
+    let bridges = state.bridges.clone();
+    let ws = claims.ws.clone();
+    let id = doc.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || -> Result<Option<serde_json::Value>, String> {
+            let Some(stored) = storage.load_stored(&id).map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            if stored.workspace != ws {
+                return Ok(None);
+            }
+            let sources = bridges.actor_sources();
+            let conflicts = driftless_crdt_model::field_conflicts(&stored.document, |actor| {
+                sources
+                    .get(actor.to_bytes())
+                    .cloned()
+                    .unwrap_or_else(|| "app".to_owned())
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Some(serde_json::json!({ "conflicts": conflicts })))
+        })
+        .await
+        .map_err(|_| ApiError::shutting_down())?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "document_unreadable",
+                format!("document {doc}: {e}"),
+            )
+        })?;
+    answer.map(Json).ok_or_else(not_found)
 }
 
 /// Upgrades to a WebSocket on any unrouted path; anything else is a JSON 404.

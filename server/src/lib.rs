@@ -12,6 +12,7 @@
 //! stall the others.
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod host;
 pub mod http;
@@ -149,10 +150,17 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         .context("cannot start the loader threads")?
     };
     let storage_id = storage.storage_id().to_owned();
+    let (net_tx, net_rx) = mpsc::channel(NETWORK_QUEUE);
+    // Bridges hold the database until `Bridges::shutdown`; the HTTP state until the server ends.
+    let bridges = Arc::new(bridge::Bridges::start(
+        &config.bridges,
+        &storage,
+        net_tx.clone(),
+    )?);
+    let http_storage = storage.clone();
     // The writer and loader threads now hold the database; ours goes, so that joining them closes it.
     drop(storage);
 
-    let (net_tx, net_rx) = mpsc::channel(NETWORK_QUEUE);
     let (stop_engine, stop) = oneshot::channel();
     let engine_thread = host::spawn(host::HostParts {
         engine: make_engine(EngineConfig {
@@ -183,6 +191,8 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         },
         auth: config.auth.clone().map(Arc::new),
         admission: limits::Admission::new(&config.limits),
+        bridges: bridges.clone(),
+        storage: http_storage,
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
@@ -208,8 +218,10 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         }
     }
 
-    // Stop accepting, then drain the engine (writes, acks, closes) on its own thread.
+    // Stop accepting and stop the bridges (what a round did not commit is redone after restart),
+    // then drain the engine (writes, acks, closes) on its own thread.
     let _ = stop_accepting.send(());
+    bridges.shutdown().await;
     let _ = stop_engine.send(());
     join_thread(engine_thread, "engine").await;
     // The engine dropped its write queue and loader; the writer finishes what is queued and exits.
@@ -221,6 +233,8 @@ pub async fn run_with_engine<E: host::SyncEngine>(
             Err(_) => {
                 warn!("HTTP requests still running after {HTTP_SHUTDOWN_TIMEOUT:?}; aborting them");
                 server.abort();
+                // Awaiting the aborted task drops its state (and its database handle).
+                let _ = server.await;
             }
         }
     }

@@ -23,6 +23,9 @@ pub const EXTERNAL_SERVER_ENV: &str = "DRIFTLESS_TEST_SERVER_URL";
 /// How long a stopping server may take to drain before the test fails.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Changes a test makes to the server's configuration (applied at every start).
+pub type Customize = std::sync::Arc<dyn Fn(&mut driftless_server::Config) + Send + Sync>;
+
 /// A driftless server running in a tokio task on `127.0.0.1:<port>`.
 ///
 /// Dropping it signals shutdown and aborts the task; call [`TestServer::stop`] to wait for a
@@ -31,6 +34,7 @@ pub struct TestServer {
     addr: SocketAddr,
     data_dir: tempfile::TempDir,
     max_message_bytes: Option<usize>,
+    customize: Option<Customize>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -44,6 +48,21 @@ impl TestServer {
 
     /// Like [`TestServer::start`], overriding `max_message_bytes` when given.
     pub async fn start_with(max_message_bytes: Option<usize>) -> anyhow::Result<Self> {
+        Self::start_custom(max_message_bytes, None).await
+    }
+
+    /// Starts a server whose configuration `customize` edits (e.g. adds `[[bridges]]`), on every
+    /// start including restarts.
+    pub async fn start_with_config(
+        customize: impl Fn(&mut driftless_server::Config) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::start_custom(None, Some(std::sync::Arc::new(customize))).await
+    }
+
+    async fn start_custom(
+        max_message_bytes: Option<usize>,
+        customize: Option<Customize>,
+    ) -> anyhow::Result<Self> {
         let data_dir = tempfile::Builder::new()
             .prefix("driftless-test-")
             .tempdir()
@@ -56,6 +75,7 @@ impl TestServer {
             addr,
             data_dir,
             max_message_bytes,
+            customize,
             shutdown: None,
             task: None,
         };
@@ -67,11 +87,20 @@ impl TestServer {
         let defaults = driftless_server::Config::default();
         let data_dir = self.data_dir.path().to_path_buf();
         let max_message_bytes = self.max_message_bytes.unwrap_or(defaults.max_message_bytes);
-        driftless_server::Config {
+        let mut config = driftless_server::Config {
             data_dir,
             max_message_bytes,
             ..defaults
+        };
+        if let Some(customize) = &self.customize {
+            customize(&mut config);
         }
+        config
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     fn spawn(&mut self, listener: TcpListener) {

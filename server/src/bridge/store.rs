@@ -1,0 +1,278 @@
+//! The bridges' durable state, in their own redb tables next to the documents.
+//!
+//! - `bridge_state` (`(bridge id, key) -> bytes`): `sync_token` (the provider cursor) and
+//!   `outbox_cursor` (the last `change_log` seq this bridge has pushed).
+//! - `bridge_links` (`(bridge id, href) -> Shadow as JSON`): the link table (external id ->
+//!   document) with the shadow of each linked record as the provider last had it.
+//! - `bridge_actors` (`actor id bytes -> bridge id`): which bridge wrote with which actor, so the
+//!   conflicts endpoint can name sources.
+//!
+//! Every method is one redb transaction. Callers run them off the async runtime.
+
+use std::collections::BTreeMap;
+
+use automerge::ChangeHash;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Storage;
+
+const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bridge_state");
+const LINKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bridge_links");
+const ACTORS: TableDefinition<&[u8], &str> = TableDefinition::new("bridge_actors");
+
+const SYNC_TOKEN: &str = "sync_token";
+const OUTBOX_CURSOR: &str = "outbox_cursor";
+
+/// A linked record as the provider last had it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shadow {
+    /// The document id (automerge-repo form).
+    pub doc: String,
+    pub etag: Option<String>,
+    /// The resource body as last read from or written to the provider.
+    pub raw: String,
+    /// The canonical record translated from `raw`.
+    pub canonical: serde_json::Value,
+    /// Document heads (hex) at which the document held `canonical`'s values.
+    pub heads: Vec<String>,
+    /// The resource's UID, to re-match after a resync.
+    pub uid: Option<String>,
+}
+
+impl Shadow {
+    pub fn change_heads(&self) -> Vec<ChangeHash> {
+        self.heads.iter().filter_map(|h| h.parse().ok()).collect()
+    }
+}
+
+/// Failure of a bridge-state read or write.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bridge state storage: {0}")]
+    Db(#[from] redb::Error),
+    #[error("bridge state for {bridge} {href}: stored shadow is unreadable: {source}")]
+    Corrupt {
+        bridge: String,
+        href: String,
+        source: serde_json::Error,
+    },
+}
+
+fn db(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// One change to the link table, applied with others in one transaction.
+#[derive(Debug, Clone)]
+pub enum LinkOp {
+    Put { href: String, shadow: Box<Shadow> },
+    Remove { href: String },
+}
+
+/// Handle on the bridge tables (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct BridgeStore {
+    storage: Storage,
+}
+
+impl BridgeStore {
+    /// Creates the tables if needed.
+    pub fn open(storage: Storage) -> Result<Self, StoreError> {
+        let txn = storage.database().begin_write().map_err(db)?;
+        txn.open_table(STATE).map_err(db)?;
+        txn.open_table(LINKS).map_err(db)?;
+        txn.open_table(ACTORS).map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(Self { storage })
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn state(&self, bridge: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(STATE).map_err(db)?;
+        Ok(table
+            .get((bridge, key))
+            .map_err(db)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    pub fn sync_token(&self, bridge: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .state(bridge, SYNC_TOKEN)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    pub fn outbox_cursor(&self, bridge: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.state(bridge, OUTBOX_CURSOR)?.and_then(|b| {
+            let bytes: [u8; 8] = b.as_slice().try_into().ok()?;
+            Some(u64::from_be_bytes(bytes))
+        }))
+    }
+
+    /// Every link of `bridge`, by href.
+    pub fn links(&self, bridge: &str) -> Result<BTreeMap<String, Shadow>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(LINKS).map_err(db)?;
+        let mut out = BTreeMap::new();
+        for entry in table.range((bridge, "")..).map_err(db)? {
+            let (key, value) = entry.map_err(db)?;
+            let (b, href) = key.value();
+            if b != bridge {
+                break;
+            }
+            let shadow: Shadow =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Corrupt {
+                    bridge: bridge.to_owned(),
+                    href: href.to_owned(),
+                    source,
+                })?;
+            out.insert(href.to_owned(), shadow);
+        }
+        Ok(out)
+    }
+
+    /// Applies link changes and optionally moves the sync token and outbox cursor, atomically.
+    pub fn commit(
+        &self,
+        bridge: &str,
+        ops: &[LinkOp],
+        sync_token: Option<Option<&str>>,
+        outbox_cursor: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        {
+            let mut links = txn.open_table(LINKS).map_err(db)?;
+            for op in ops {
+                match op {
+                    LinkOp::Put { href, shadow } => {
+                        let bytes =
+                            serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
+                                bridge: bridge.to_owned(),
+                                href: href.clone(),
+                                source,
+                            })?;
+                        links
+                            .insert((bridge, href.as_str()), bytes.as_slice())
+                            .map_err(db)?;
+                    }
+                    LinkOp::Remove { href } => {
+                        links.remove((bridge, href.as_str())).map_err(db)?;
+                    }
+                }
+            }
+            let mut state = txn.open_table(STATE).map_err(db)?;
+            match sync_token {
+                Some(Some(token)) => {
+                    state
+                        .insert((bridge, SYNC_TOKEN), token.as_bytes())
+                        .map_err(db)?;
+                }
+                Some(None) => {
+                    state.remove((bridge, SYNC_TOKEN)).map_err(db)?;
+                }
+                None => {}
+            }
+            if let Some(cursor) = outbox_cursor {
+                state
+                    .insert((bridge, OUTBOX_CURSOR), cursor.to_be_bytes().as_slice())
+                    .map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    pub fn register_actor(&self, actor: &[u8], bridge: &str) -> Result<(), StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        txn.open_table(ACTORS)
+            .map_err(db)?
+            .insert(actor, bridge)
+            .map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    /// Every actor a bridge wrote with, and the bridge.
+    pub fn actor_sources(&self) -> Result<BTreeMap<Vec<u8>, String>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(ACTORS).map_err(db)?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.insert(k.value().to_vec(), v.value().to_owned());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shadow(doc: &str) -> Shadow {
+        Shadow {
+            doc: doc.into(),
+            etag: Some("\"1\"".into()),
+            raw: "BEGIN:VCALENDAR".into(),
+            canonical: serde_json::json!({"title": "x"}),
+            heads: vec![],
+            uid: Some("u".into()),
+        }
+    }
+
+    #[test]
+    fn links_token_and_cursor_commit_together_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+            store
+                .commit(
+                    "cal",
+                    &[
+                        LinkOp::Put {
+                            href: "/c/a.ics".into(),
+                            shadow: Box::new(shadow("A")),
+                        },
+                        LinkOp::Put {
+                            href: "/c/b.ics".into(),
+                            shadow: Box::new(shadow("B")),
+                        },
+                    ],
+                    Some(Some("tok-1")),
+                    Some(7),
+                )
+                .unwrap();
+            store
+                .commit(
+                    "cal-2",
+                    &[LinkOp::Put {
+                        href: "/d/a.ics".into(),
+                        shadow: Box::new(shadow("A")),
+                    }],
+                    None,
+                    None,
+                )
+                .unwrap();
+            store
+                .commit(
+                    "cal",
+                    &[LinkOp::Remove {
+                        href: "/c/a.ics".into(),
+                    }],
+                    None,
+                    None,
+                )
+                .unwrap();
+        }
+        let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+        let links = store.links("cal").unwrap();
+        assert_eq!(links.keys().collect::<Vec<_>>(), vec!["/c/b.ics"]);
+        assert_eq!(store.links("cal-2").unwrap().len(), 1);
+        assert_eq!(store.links("ca").unwrap().len(), 0);
+        assert_eq!(store.sync_token("cal").unwrap().as_deref(), Some("tok-1"));
+        assert_eq!(store.outbox_cursor("cal").unwrap(), Some(7));
+        assert_eq!(store.sync_token("cal-2").unwrap(), None);
+    }
+}
