@@ -15,7 +15,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --locked -p driftless-server --bin driftless
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
+DRIFTLESS_REQUIRE_NODE=1 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
 # Fuzzing (scripts/fuzz.sh): in CI (CI is set) or when DRIFTLESS_FUZZ_SECONDS asks for it; skipped in
 # quick local runs.
 if [ -n "${DRIFTLESS_FUZZ_SECONDS:-}" ] || [ -n "${CI:-}" ]; then
