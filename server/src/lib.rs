@@ -11,6 +11,7 @@
 //! Must not: implement protocol logic (that is the engine's), or let one connection's behaviour
 //! stall the others.
 
+pub mod bench;
 pub mod config;
 pub mod host;
 pub mod http;

@@ -22,7 +22,9 @@ struct Cli {
 enum Command {
     /// Run the sync server. Flags override the config file, which overrides the defaults.
     Serve(ServeArgs),
-    // `bench` and `token` subcommands come with their issues.
+    /// Drive an automerge-repo WebSocket server with a benchmark scenario; prints one JSON line.
+    Bench(driftless_server::bench::BenchArgs),
+    // The `token` subcommand comes with its issue.
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +52,10 @@ impl ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        // stdout carries the result line only.
+        std::process::exit(driftless_server::bench::main(args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -58,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(_) => Ok(()),
     }
 }
 
@@ -126,7 +133,9 @@ mod tests {
             "/tmp/x",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         let config = args.config().unwrap();
         assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
@@ -136,7 +145,9 @@ mod tests {
     #[test]
     fn serve_needs_no_config() {
         let cli = Cli::try_parse_from(["driftless", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         let config = args.config().unwrap();
         assert_eq!(config.listen, Config::default().listen);
     }
