@@ -6,6 +6,8 @@
 //! flight would otherwise risk a send/send deadlock). The writer batches whatever is queued into
 //! one flush.
 
+use std::time::Duration;
+
 use anyhow::{Context as _, anyhow, bail};
 use driftless_client_protocol::{DocumentId, Message, PeerMetadata, decode, encode};
 use futures::stream::{SplitStream, StreamExt as _};
@@ -35,8 +37,16 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Dials `url` (TCP_NODELAY on), sends `join` as an ephemeral peer and waits for `peer`.
-    pub async fn connect(url: &str, peer_id: String) -> anyhow::Result<Self> {
+    /// Dials `url` (TCP_NODELAY on), sends `join` as an ephemeral peer and waits for `peer`,
+    /// failing if that takes longer than `timeout`.
+    pub async fn connect(url: &str, peer_id: String, timeout: Duration) -> anyhow::Result<Self> {
+        match tokio::time::timeout(timeout, Self::connect_inner(url, peer_id)).await {
+            Ok(result) => result,
+            Err(_) => bail!("connect and handshake with {url} timed out after {timeout:?}"),
+        }
+    }
+
+    async fn connect_inner(url: &str, peer_id: String) -> anyhow::Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .with_context(|| format!("cannot connect to {url}"))?;

@@ -25,7 +25,7 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
     let timeout = args.phase_timeout();
     let cpu = || args.server_pid.and_then(process_cpu_seconds);
 
-    let creator = Client::connect(&args.url, new_peer_id("s1-creator"))
+    let creator = Client::connect(&args.url, new_peer_id("s1-creator"), timeout)
         .await
         .context("creator connect")?;
     let mut creator = creator;
@@ -66,7 +66,7 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
         out.insert("ack_server_cpu_s".into(), json!(round3(b - a)));
     }
 
-    let mut fetcher = Client::connect(&args.url, new_peer_id("s1-fetcher"))
+    let mut fetcher = Client::connect(&args.url, new_peer_id("s1-fetcher"), timeout)
         .await
         .context("fetcher connect")?;
     let start = Instant::now();
@@ -148,10 +148,8 @@ async fn create(
                     client.send_sync(&document_id, reply.encode(), false)?;
                 }
             }
-            Message::DocUnavailable { document_id, .. } => {
-                if in_flight.contains_key(&document_id) {
-                    bail!("server sent doc-unavailable for {document_id} while we pushed it");
-                }
+            Message::DocUnavailable { document_id, .. } if in_flight.contains_key(&document_id) => {
+                bail!("server sent doc-unavailable for {document_id} while we pushed it");
             }
             Message::Error { message, .. } => bail!("server error: {message}"),
             _ => {}
@@ -211,10 +209,8 @@ async fn fetch(
                     *fetched += 1;
                 }
             }
-            Message::DocUnavailable { document_id, .. } => {
-                if in_flight.contains_key(&document_id) {
-                    bail!("server says acknowledged document {document_id} is unavailable");
-                }
+            Message::DocUnavailable { document_id, .. } if in_flight.contains_key(&document_id) => {
+                bail!("server says acknowledged document {document_id} is unavailable");
             }
             Message::Error { message, .. } => bail!("server error: {message}"),
             _ => {}

@@ -34,7 +34,7 @@ enum Event {
 /// Runs S2 and fills `out`.
 pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Result<()> {
     let timeout = args.phase_timeout();
-    let mut writer = Client::connect(&args.url, new_peer_id("s2-writer"))
+    let mut writer = Client::connect(&args.url, new_peer_id("s2-writer"), timeout)
         .await
         .context("writer connect")?;
     let id = new_document_id();
@@ -61,7 +61,7 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
         let tx = events_tx.clone();
         let id = id.clone();
         readers.spawn(async move {
-            if let Err(error) = read_loop(reader, &url, &id, &tx).await {
+            if let Err(error) = read_loop(reader, &url, &id, timeout, &tx).await {
                 let _ = tx.send(Event::Failed { reader, error });
             }
         });
@@ -229,9 +229,11 @@ async fn read_loop(
     reader: usize,
     url: &str,
     id: &DocumentId,
+    timeout: Duration,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
-    let mut client = Client::connect(url, new_peer_id(&format!("s2-reader{reader}"))).await?;
+    let mut client =
+        Client::connect(url, new_peer_id(&format!("s2-reader{reader}")), timeout).await?;
     let mut doc = Automerge::new();
     let mut state = sync::State::new();
     if let Some(m) = doc.generate_sync_message(&mut state) {
