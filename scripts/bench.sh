@@ -7,6 +7,8 @@
 # Parameters (environment):
 #   REPS=5            repetitions (each runs every server and scenario once, order rotated)
 #   DOCS=10000        S1 documents
+#   SMALL_DOCS=1000   also run S1 with this many documents (case "s1-small"; 0 to skip): the peers
+#                     slow down as documents accumulate, so this shows them where they complete
 #   READERS="20 100"  S2 reader counts
 #   EDITS=200         S2 timed edits
 #   TIMEOUT=120       per-phase timeout of the load generator, seconds
@@ -20,6 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REPS=${REPS:-5}
 DOCS=${DOCS:-10000}
+SMALL_DOCS=${SMALL_DOCS:-1000}
 READERS=${READERS:-"20 100"}
 EDITS=${EDITS:-200}
 TIMEOUT=${TIMEOUT:-120}
@@ -30,7 +33,7 @@ OUT=${OUT:-$ROOT/docs/benchmarks.md}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
-COMMAND="REPS=$REPS DOCS=$DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT scripts/bench.sh"
+COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT scripts/bench.sh"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
 mkdir -p "$SCRATCH"
@@ -126,13 +129,14 @@ stop_server() {
     wait "$pid" 2>/dev/null || true
 }
 
-run_one() { # rep server scenario readers
+run_one() { # rep server scenario readers-or-docs
     local rep=$1 s=$2 scenario=$3 readers=$4
     PORT=$((PORT + 1))
     local dir="$SCRATCH/run/$s-$scenario-$readers-$rep"
     rm -rf "$dir"
     local tag="$scenario"
     [ "$scenario" = s2 ] && tag="s2-$readers"
+    [ "$scenario" = s1-small ] && tag="s1-small"
     log "rep $rep: $s $tag (port $PORT)"
     if ! start_server "$s" "$dir" "$PORT"; then
         local err
@@ -148,6 +152,8 @@ run_one() { # rep server scenario readers
     local args=(--url "ws://127.0.0.1:$PORT" --label "$s" --server-pid "$pid" --phase-timeout-s "$TIMEOUT")
     if [ "$scenario" = s1 ]; then
         args+=(--scenario s1 --docs "$DOCS")
+    elif [ "$scenario" = s1-small ]; then
+        args+=(--scenario s1 --docs "$SMALL_DOCS")
     else
         args+=(--scenario s2 --readers "$readers" --edits "$EDITS")
     fi
@@ -174,6 +180,9 @@ for rep in $(seq 1 "$REPS"); do
     for i in $(seq 0 $((n - 1))); do
         s=${server_list[$(((i + rep - 1) % n))]}
         run_one "$rep" "$s" s1 0
+        if [ "$SMALL_DOCS" -gt 0 ]; then
+            run_one "$rep" "$s" s1-small 0
+        fi
         for r in $READERS; do
             run_one "$rep" "$s" s2 "$r"
         done
@@ -183,6 +192,6 @@ done
 log "results: $RESULTS"
 if [ "$OUT" != "-" ]; then
     python3 "$ROOT/scripts/bench/report.py" --results "$RESULTS" --out "$OUT" --command "$COMMAND" \
-        --docs "$DOCS" --edits "$EDITS" --reps "$REPS" --timeout "$TIMEOUT"
+        --docs "$DOCS" --small-docs "$SMALL_DOCS" --edits "$EDITS" --reps "$REPS" --timeout "$TIMEOUT"
     log "wrote $OUT"
 fi

@@ -19,6 +19,7 @@ LABELS = {
     "samod-ref": "samod-ref (samod 0.16, no fsync)",
 }
 OURS = ["driftless", "driftless-none"]
+NOTES_MARKER = "<!-- notes: everything below this line is kept when report.py regenerates the file -->"
 PEERS = ["node-ref", "samod-ref"]
 
 
@@ -67,6 +68,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--command", required=True)
     ap.add_argument("--docs", type=int, required=True)
+    ap.add_argument("--small-docs", type=int, default=0)
     ap.add_argument("--edits", type=int, required=True)
     ap.add_argument("--reps", type=int, required=True)
     ap.add_argument("--timeout", type=int, required=True)
@@ -84,13 +86,17 @@ def main():
     for r in runs:
         by[(r["case"], r["server"])].append(r)
     servers = [s for s in LABELS if any(k[1] == s for k in by)]
-    cases = sorted({k[0] for k in by}, key=lambda c: (c != "s1", len(c), c))
+    order = {"s1": 0, "s1-small": 1}
+    cases = sorted({k[0] for k in by}, key=lambda c: (order.get(c, 2), len(c), c))
 
     out = []
     w = out.append
     w("# Benchmarks")
     w("")
     w("Produced by `scripts/bench.sh` (load generator: `driftless bench`, see `server/src/bench/`).")
+    w("Rerun with `scripts/bench.sh` (full: 5 repetitions, 10k docs, 200 edits; about 20 minutes) or "
+      "a quick check with `REPS=1 DOCS=1000 EDITS=50 scripts/bench.sh`. The raw results (one JSON "
+      "object per run) are kept in `$SCRATCH/results-*.jsonl` (default `/tmp/driftless-bench`).")
     w("")
     w(f"- Command: `{args.command}`")
     w(f"- Machine: {machine()}")
@@ -114,8 +120,10 @@ def main():
         return [r for r in by.get((case, server), []) if r["bench"].get("ok")]
 
     for case in cases:
-        if case == "s1":
-            w(f"## S1: bulk small docs (N = {args.docs:,} contact docs, window 500, one connection)")
+        if case in ("s1", "s1-small"):
+            n = args.docs if case == "s1" else args.small_docs
+            w(f"## {case.upper()}: bulk small docs (N = {n:,} contact docs, window 500, "
+              "one connection)")
             w("")
             w("Acknowledged: the server's sync message reports our heads (driftless: after the "
               "fsynced commit; the peers: in memory, saved later without fsync). Fetched: a fresh "
@@ -128,6 +136,14 @@ def main():
                 all_runs = by.get((case, s), [])
                 ok = ok_runs(case, s)
                 ack, ack_m = summary([r["bench"].get("ack_docs_per_s") for r in ok])
+                # Runs that timed out in the create phase: their rate over the time they had.
+                partial = [r["bench"]["acked"] / args.timeout for r in all_runs
+                           if not r["bench"].get("ok") and r["bench"].get("acked")
+                           and r["bench"].get("ack_docs_per_s") is None]
+                if partial:
+                    p_txt, p_m = summary(partial)
+                    medians[(case, s, "ack_partial")] = p_m
+                    ack = (ack + "; " if ok else "") + f"timed out: {p_txt} over {args.timeout} s"
                 fetch, fetch_m = summary([r["bench"].get("fetch_docs_per_s") for r in ok])
                 cpu, _ = summary([r.get("server_cpu_s") for r in ok], 1)
                 per_doc = [r["bench"]["ack_server_cpu_s"] * 1e6 / r["bench"]["docs"]
@@ -149,10 +165,13 @@ def main():
             w("Latency of an edit: from the writer's commit to the last reader having applied a "
               "sync message that brought it (the load generator's own apply time on core 1 is "
               "included). The next edit starts once every reader has the previous one and at "
-              "least 20 ms after it; 10 warm-up edits are not counted.")
+              "least 20 ms after it; 10 warm-up edits are not counted. Generator apply: the "
+              "readers' summed decode+apply time per edit (median), serial on the generator's "
+              "core, so part of every latency figure.")
             w("")
-            w("| server | ok runs | p50 ms | p99 ms | max ms | server CPU ms/edit | peak RSS MiB |")
-            w("|---|---|---|---|---|---|---|")
+            w("| server | ok runs | p50 ms | p99 ms | max ms | server CPU ms/edit | peak RSS MiB | "
+              "generator apply ms/edit |")
+            w("|---|---|---|---|---|---|---|---|")
             for s in servers:
                 all_runs = by.get((case, s), [])
                 ok = ok_runs(case, s)
@@ -161,10 +180,11 @@ def main():
                 mx, _ = summary([r["bench"].get("max_ms") for r in ok], 1)
                 cpu, _ = summary([r["bench"].get("server_cpu_ms_per_edit") for r in ok], 2)
                 hwm, _ = summary([r.get("hwm_kib", 0) / 1024 for r in ok], 1)
+                gen, _ = summary([r["bench"].get("generator_apply_ms_per_edit_p50") for r in ok], 2)
                 medians[(case, s, "p50")] = p50_m
                 medians[(case, s, "p99")] = p99_m
                 w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {p50} | {p99} | {mx} | {cpu} | "
-                  f"{hwm} |")
+                  f"{hwm} | {gen} |")
             w("")
 
     # Ratios against peers that completed.
@@ -178,13 +198,18 @@ def main():
     pairs = [(o, p) for o in OURS if o in servers for p in PEERS if p in servers]
     w("|---|---|" + "---|" * len(pairs))
     for case in cases:
-        figs = [("ack", "acknowledged docs/s"), ("fetch", "fetched docs/s")] if case == "s1" \
+        figs = [("ack", "acknowledged docs/s"), ("fetch", "fetched docs/s")] \
+            if case.startswith("s1") \
             else [("p50", "p50"), ("p99", "p99")]
         for key, name in figs:
             cells = []
             for o, p in pairs:
                 a, b = medians.get((case, o, key)), medians.get((case, p, key))
-                if a is None or b is None or a == 0 or b == 0:
+                partial = medians.get((case, p, key + "_partial"))
+                if a is not None and b is None and partial:
+                    # The peer's rate while it ran is at most what it would average over all N.
+                    cells.append(f">= {a / partial:.1f}x (peer timed out; vs its partial rate)")
+                elif a is None or b is None or a == 0 or b == 0:
                     cells.append("peer failed" if b is None and a is not None else "-")
                 elif key in ("ack", "fetch"):
                     cells.append(f"{a / b:.1f}x")
@@ -209,6 +234,11 @@ def main():
         b = medians.get(("s1", peer, "ack"))
         if a is None:
             w(target_line(f"S1 acknowledged docs/s >= {factor}x {peer} (durable)", None))
+        elif b is None and medians.get(("s1", peer, "ack_partial")):
+            pb = medians[("s1", peer, "ack_partial")]
+            w(target_line(f"S1 acknowledged docs/s >= {factor}x {peer} (durable): {peer} timed "
+                          f"out; against its rate before the timeout driftless is >= {a / pb:.1f}x",
+                          a / pb >= factor))
         elif b is None:
             w(f"- S1 acknowledged docs/s >= {factor}x {peer} (durable): {peer} did not complete "
               "(see failures)")
@@ -234,8 +264,22 @@ def main():
         w(f"- {s}, {case}, repetition(s) {', '.join(map(str, reps))}: `{err}`")
     w("")
 
+    # Hand-written notes below the marker survive regeneration.
+    notes = ""
+    try:
+        with open(args.out) as f:
+            old = f.read()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    except OSError:
+        pass
+    text = "\n".join(out)
+    if notes:
+        text += "\n" + notes
+    else:
+        text += "\n" + NOTES_MARKER + "\n"
     with open(args.out, "w") as f:
-        f.write("\n".join(out))
+        f.write(text)
 
 
 if __name__ == "__main__":

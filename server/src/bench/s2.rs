@@ -24,6 +24,8 @@ enum Event {
         reader: usize,
         heads: Vec<ChangeHash>,
         at: Instant,
+        /// Time this reader spent decoding and applying the message (generator-side cost).
+        apply: Duration,
     },
     Failed {
         reader: usize,
@@ -92,6 +94,8 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
     let interval = Duration::from_millis(args.edit_interval_ms);
     let total = args.warmup_edits + args.edits;
     let mut latencies_ms = Vec::with_capacity(args.edits);
+    // Per edit, the readers' summed decode+apply time: the generator's own serial share.
+    let mut apply_ms = Vec::with_capacity(args.edits);
     let mut cpu0 = None;
     let mut measured_since = None;
     let mut last_start: Option<tokio::time::Instant> = None;
@@ -119,6 +123,7 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
         }
         let mut waiting = latest.iter().filter(|h| !h.contains(&hash)).count();
         let mut last_at = t0;
+        let mut apply_total = Duration::ZERO;
         let deadline = tokio::time::Instant::now() + timeout;
         while waiting > 0 {
             tokio::select! {
@@ -128,7 +133,8 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
                 }
                 event = next_event(&mut events, deadline) => {
                     match event.with_context(|| format!("edit {edit}: {waiting}/{} readers still waiting", args.readers))? {
-                        Event::Heads { reader, heads, at } => {
+                        Event::Heads { reader, heads, at, apply } => {
+                            apply_total += apply;
                             let had = latest[reader].contains(&hash);
                             if !had && heads.contains(&hash) {
                                 waiting -= 1;
@@ -145,6 +151,7 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
         }
         if edit >= args.warmup_edits {
             latencies_ms.push(last_at.duration_since(t0).as_secs_f64() * 1000.0);
+            apply_ms.push(apply_total.as_secs_f64() * 1000.0);
         }
     }
     let elapsed = measured_since.map(|t| t.elapsed().as_secs_f64());
@@ -244,14 +251,22 @@ async fn read_loop(
             Message::Sync {
                 document_id, data, ..
             } if document_id == *id => {
+                let started = Instant::now();
                 let m = sync::Message::decode(&data).context("bad sync message from server")?;
                 doc.receive_sync_message(&mut state, m)?;
                 let at = Instant::now();
+                let apply = at.duration_since(started);
                 if let Some(reply) = doc.generate_sync_message(&mut state) {
                     client.send_sync(id, reply.encode(), false)?;
                 }
                 let heads = doc.get_heads();
-                if events.send(Event::Heads { reader, heads, at }).is_err() {
+                let event = Event::Heads {
+                    reader,
+                    heads,
+                    at,
+                    apply,
+                };
+                if events.send(event).is_err() {
                     return Ok(());
                 }
             }
