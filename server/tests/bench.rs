@@ -88,6 +88,7 @@ async fn s2_every_reader_gets_every_edit() {
         );
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{result}");
         assert!(number(&result, "server_cpu_ms_per_edit") >= 0.0);
+        assert!(number(&result, "generator_apply_ms_per_edit_p50") > 0.0);
     })
     .await;
 }

@@ -171,6 +171,11 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
         "max_ms".into(),
         json!(round3(percentile(&latencies_ms, 1.0))),
     );
+    apply_ms.sort_by(f64::total_cmp);
+    out.insert(
+        "generator_apply_ms_per_edit_p50".into(),
+        json!(round3(percentile(&apply_ms, 0.5))),
+    );
     if let Some(s) = elapsed {
         out.insert("edit_phase_s".into(), json!(round3(s)));
     }
