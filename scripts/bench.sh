@@ -191,6 +191,7 @@ done
 
 log "results: $RESULTS"
 if [ "$OUT" != "-" ]; then
+    mkdir -p "$(dirname "$OUT")"
     python3 "$ROOT/scripts/bench/report.py" --results "$RESULTS" --out "$OUT" --command "$COMMAND" \
         --docs "$DOCS" --small-docs "$SMALL_DOCS" --edits "$EDITS" --reps "$REPS" --timeout "$TIMEOUT"
     log "wrote $OUT"
