@@ -94,7 +94,7 @@ def main():
     w("# Benchmarks")
     w("")
     w("Produced by `scripts/bench.sh` (load generator: `driftless bench`, see `server/src/bench/`).")
-    w("Rerun with `scripts/bench.sh` (full: 5 repetitions, 10k docs, 200 edits; about 20 minutes) or "
+    w("Rerun with `scripts/bench.sh` (full: 5 repetitions, 10k docs, 200 edits; about 40 minutes on 2 cores) or "
       "a quick check with `REPS=1 DOCS=1000 EDITS=50 scripts/bench.sh`. The raw results (one JSON "
       "object per run) are kept in `$SCRATCH/results-*.jsonl` (default `/tmp/driftless-bench`).")
     w("")
