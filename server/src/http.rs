@@ -499,6 +499,8 @@ async fn fallback(
             upgrade
                 .max_message_size(limit)
                 .max_frame_size(limit)
+                // tungstenite zero-fills its whole read buffer (default 128 KiB) before every read.
+                .read_buffer_size(16 * 1024)
                 .on_upgrade(move |socket| ws::serve(socket, peer, ctx, access, admission))
         }
         // A broken upgrade attempt deserves the upgrade error, not a 404.

@@ -12,6 +12,7 @@
 //! stall the others.
 
 pub mod auth;
+pub mod bench;
 pub mod bridge;
 pub mod config;
 pub mod host;

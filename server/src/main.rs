@@ -22,10 +22,11 @@ struct Cli {
 enum Command {
     /// Run the sync server. Flags override the config file, which overrides the defaults.
     Serve(ServeArgs),
+    /// Drive an automerge-repo WebSocket server with a benchmark scenario; prints one JSON line.
+    Bench(driftless_server::bench::BenchArgs),
     /// Development tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    // The `bench` subcommand comes with its issue.
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +88,10 @@ impl ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        // stdout carries the result line only.
+        std::process::exit(driftless_server::bench::main(args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -99,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", issue(&args, &|name| std::env::var(name).ok())?);
             Ok(())
         }
+        Command::Bench(_) => Ok(()),
     }
 }
 

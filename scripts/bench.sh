@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: S1 (bulk small docs) and S2 (fan-out to 20 and 100 readers) against
+# driftless (durable), driftless (durability = "none"), and the two peers in ../shared/peers
+# (node-ref, samod-ref), interleaved, server pinned to core 0 and the load generator to core 1.
+# Writes docs/benchmarks.md (via scripts/bench/report.py) from the raw results.
+#
+# Parameters (environment):
+#   REPS=5            repetitions (each runs every server and scenario once, order rotated)
+#   DOCS=10000        S1 documents
+#   SMALL_DOCS=1000   also run S1 with this many documents (case "s1-small"; 0 to skip): the peers
+#                     slow down as documents accumulate, so this shows them where they complete
+#   READERS="20 100"  S2 reader counts
+#   EDITS=200         S2 timed edits
+#   TIMEOUT=120       per-phase timeout of the load generator, seconds
+#   SERVERS="driftless driftless-none node-ref samod-ref"
+#   SCRATCH=/tmp/driftless-bench   where the peers are copied and built, and data dirs live
+#   PEERS=<repo>/../shared/peers   where the peers' sources are
+#   OUT=docs/benchmarks.md         report ("-" to skip writing it)
+# Quick run while developing: REPS=1 DOCS=1000 EDITS=50 scripts/bench.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${REPS:-5}
+DOCS=${DOCS:-10000}
+SMALL_DOCS=${SMALL_DOCS:-1000}
+READERS=${READERS:-"20 100"}
+EDITS=${EDITS:-200}
+TIMEOUT=${TIMEOUT:-120}
+SERVERS=${SERVERS:-"driftless driftless-none node-ref samod-ref"}
+SCRATCH=${SCRATCH:-/tmp/driftless-bench}
+PEERS=${PEERS:-$ROOT/../shared/peers}
+OUT=${OUT:-$ROOT/docs/benchmarks.md}
+SERVER_CPU=${SERVER_CPU:-0}
+BENCH_CPU=${BENCH_CPU:-1}
+
+COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT scripts/bench.sh"
+log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
+
+mkdir -p "$SCRATCH"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="$SCRATCH/results-$STAMP.jsonl"
+: >"$RESULTS"
+
+# --- build -----------------------------------------------------------------------------------
+log "building driftless (release)"
+(cd "$ROOT" && cargo build --release -p driftless-server)
+BIN="$ROOT/target/release/driftless"
+echo 'durability = "none"' >"$SCRATCH/durability-none.toml"
+
+for s in $SERVERS; do
+    case $s in
+    node-ref)
+        if [ ! -d "$SCRATCH/node-ref/node_modules" ]; then
+            log "copying and installing node-ref"
+            rm -rf "$SCRATCH/node-ref"
+            cp -r "$PEERS/node-ref" "$SCRATCH/node-ref"
+            # The shipped lock file misses optional platform packages of cbor-extract, so `npm ci`
+            # refuses it; fall back to `npm install` (same pinned top-level versions).
+            (cd "$SCRATCH/node-ref" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }) >&2
+        fi
+        ;;
+    samod-ref)
+        if [ ! -d "$SCRATCH/samod-ref" ]; then
+            cp -r "$PEERS/samod-ref" "$SCRATCH/samod-ref"
+        fi
+        log "building samod-ref (release, its own target dir)"
+        (cd "$SCRATCH/samod-ref" && CARGO_TARGET_DIR="$SCRATCH/samod-ref/target" cargo build --release) >&2
+        ;;
+    esac
+done
+
+# --- one run -----------------------------------------------------------------------------------
+PORT=3200
+SERVER_PID=
+
+start_server() { # server datadir port
+    local s=$1 dir=$2 port=$3
+    mkdir -p "$dir"
+    case $s in
+    driftless)
+        taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+            >"$dir/server.log" 2>&1 &
+        ;;
+    driftless-none)
+        taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+            --config "$SCRATCH/durability-none.toml" >"$dir/server.log" 2>&1 &
+        ;;
+    node-ref)
+        (cd "$SCRATCH/node-ref" && exec taskset -c "$SERVER_CPU" node ref-server.mjs "$port" "$dir/data") \
+            >"$dir/server.log" 2>&1 &
+        ;;
+    samod-ref)
+        taskset -c "$SERVER_CPU" "$SCRATCH/samod-ref/target/release/samod-ref" "$port" "$dir/data" \
+            >"$dir/server.log" 2>&1 &
+        ;;
+    *)
+        log "unknown server $s"
+        return 1
+        ;;
+    esac
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+cpu_ticks() { # pid -> utime+stime in ticks
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+status_kib() { # pid field
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+stop_server() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+run_one() { # rep server scenario readers-or-docs
+    local rep=$1 s=$2 scenario=$3 readers=$4
+    PORT=$((PORT + 1))
+    local dir="$SCRATCH/run/$s-$scenario-$readers-$rep"
+    rm -rf "$dir"
+    local tag="$scenario"
+    [ "$scenario" = s2 ] && tag="s2-$readers"
+    [ "$scenario" = s1-small ] && tag="s1-small"
+    log "rep $rep: $s $tag (port $PORT)"
+    if ! start_server "$s" "$dir" "$PORT"; then
+        local err
+        err=$(tail -c 400 "$dir/server.log" | tr '\n"\\' "  /")
+        echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"$tag\",\"bench\":{\"ok\":false,\"error\":\"server did not start: $err\"}}" >>"$RESULTS"
+        stop_server "$SERVER_PID"
+        return
+    fi
+    local pid=$SERVER_PID
+    local rss0 ticks0
+    rss0=$(status_kib "$pid" VmRSS)
+    ticks0=$(cpu_ticks "$pid")
+    local args=(--url "ws://127.0.0.1:$PORT" --label "$s" --server-pid "$pid" --phase-timeout-s "$TIMEOUT")
+    if [ "$scenario" = s1 ]; then
+        args+=(--scenario s1 --docs "$DOCS")
+    elif [ "$scenario" = s1-small ]; then
+        args+=(--scenario s1 --docs "$SMALL_DOCS")
+    else
+        args+=(--scenario s2 --readers "$readers" --edits "$EDITS")
+    fi
+    local line
+    line=$(timeout $((TIMEOUT * 4 + 60)) taskset -c "$BENCH_CPU" "$BIN" bench "${args[@]}" 2>"$dir/bench.err" | tail -n 1) || true
+    if [ -z "$line" ]; then
+        line="{\"ok\":false,\"error\":\"load generator produced no result: $(tail -c 300 "$dir/bench.err" | tr '\n"\\' "  /")\"}"
+    fi
+    local ticks1 hwm alive=true
+    ticks1=$(cpu_ticks "$pid")
+    hwm=$(status_kib "$pid" VmHWM)
+    kill -0 "$pid" 2>/dev/null || alive=false
+    stop_server "$pid"
+    echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"$tag\",\"server_alive\":$alive,\"server_cpu_s\":$(awk -v a="$ticks0" -v b="$ticks1" 'BEGIN{printf "%.2f", (b-a)/100}'),\"rss_start_kib\":${rss0:-0},\"hwm_kib\":${hwm:-0},\"bench\":$line}" >>"$RESULTS"
+    echo "$line" >&2
+    rm -rf "$dir/data"
+}
+
+# --- interleaved repetitions ------------------------------------------------------------------
+read -r -a server_list <<<"$SERVERS"
+n=${#server_list[@]}
+for rep in $(seq 1 "$REPS"); do
+    # Rotate the server order each repetition so no server always runs first or last.
+    for i in $(seq 0 $((n - 1))); do
+        s=${server_list[$(((i + rep - 1) % n))]}
+        run_one "$rep" "$s" s1 0
+        if [ "$SMALL_DOCS" -gt 0 ]; then
+            run_one "$rep" "$s" s1-small 0
+        fi
+        for r in $READERS; do
+            run_one "$rep" "$s" s2 "$r"
+        done
+    done
+done
+
+log "results: $RESULTS"
+if [ "$OUT" != "-" ]; then
+    mkdir -p "$(dirname "$OUT")"
+    python3 "$ROOT/scripts/bench/report.py" --results "$RESULTS" --out "$OUT" --command "$COMMAND" \
+        --docs "$DOCS" --small-docs "$SMALL_DOCS" --edits "$EDITS" --reps "$REPS" --timeout "$TIMEOUT"
+    log "wrote $OUT"
+fi

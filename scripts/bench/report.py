@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Aggregates scripts/bench.sh results (one JSON object per run) into docs/benchmarks.md.
+
+Medians with min-max over the completed runs of each (server, case); ratios of driftless (durable
+and durability = none) against every peer that completed the case; failures with their error text.
+"""
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+from collections import defaultdict
+
+LABELS = {
+    "driftless": "driftless (durable, fsync)",
+    "driftless-none": "driftless (`durability = \"none\"`)",
+    "node-ref": "node-ref (automerge-repo 2.5.6, no fsync)",
+    "samod-ref": "samod-ref (samod 0.16, no fsync)",
+}
+OURS = ["driftless", "driftless-none"]
+NOTES_MARKER = "<!-- notes: everything below this line is kept when report.py regenerates the file -->"
+PEERS = ["node-ref", "samod-ref"]
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = f"{kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{nproc} CPUs ({model}), {mem}, Linux {platform.release()}"
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def summary(values, digits=0):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-", None
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med, digits), med
+    return f"{fmt(med, digits)} ({fmt(min(values), digits)}-{fmt(max(values), digits)})", med
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--docs", type=int, required=True)
+    ap.add_argument("--small-docs", type=int, default=0)
+    ap.add_argument("--edits", type=int, required=True)
+    ap.add_argument("--reps", type=int, required=True)
+    ap.add_argument("--timeout", type=int, required=True)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+
+    runs = []
+    with open(args.results) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                runs.append(json.loads(line))
+
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["case"], r["server"])].append(r)
+    servers = [s for s in LABELS if any(k[1] == s for k in by)]
+    order = {"s1": 0, "s1-small": 1}
+    cases = sorted({k[0] for k in by}, key=lambda c: (order.get(c, 2), len(c), c))
+
+    out = []
+    w = out.append
+    w("# Benchmarks")
+    w("")
+    w("Produced by `scripts/bench.sh` (load generator: `driftless bench`, see `server/src/bench/`).")
+    w("Rerun with `scripts/bench.sh` (full: 5 repetitions, 10k docs, 200 edits; about 40 minutes on 2 cores) or "
+      "a quick check with `REPS=1 DOCS=1000 EDITS=50 scripts/bench.sh`. The raw results (one JSON "
+      "object per run) are kept in `$SCRATCH/results-*.jsonl` (default `/tmp/driftless-bench`).")
+    w("")
+    w(f"- Command: `{args.command}`")
+    w(f"- Machine: {machine()}")
+    w(f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    w(f"- Repetitions: {args.reps}, interleaved (each repetition runs every server and case once, "
+      "server order rotated); a fresh server process and data directory per run")
+    w("- Server pinned to core 0 (`taskset -c 0`), load generator to core 1; both on loopback")
+    w(f"- Per-phase timeout of the load generator: {args.timeout} s (a phase that does not finish "
+      "is a failed run)")
+    w("- Figures: median over the completed runs, (min-max) when more than one; server CPU is "
+      "utime+stime of the server process over the whole run (from `/proc/PID/stat`), peak RSS is "
+      "`VmHWM` at the end of the run")
+    if args.note:
+        w("")
+        w(args.note)
+    w("")
+
+    medians = {}
+
+    def ok_runs(case, server):
+        return [r for r in by.get((case, server), []) if r["bench"].get("ok")]
+
+    for case in cases:
+        if case in ("s1", "s1-small"):
+            n = args.docs if case == "s1" else args.small_docs
+            w(f"## {case.upper()}: bulk small docs (N = {n:,} contact docs, window 500, "
+              "one connection)")
+            w("")
+            w("Acknowledged: the server's sync message reports our heads (driftless: after the "
+              "fsynced commit; the peers: in memory, saved later without fsync). Fetched: a fresh "
+              "client `request`s every document and holds the creator's heads.")
+            w("")
+            w("| server | ok runs | acknowledged docs/s | fetched docs/s | server CPU s (run) | "
+              "server CPU us/doc (create) | peak RSS MiB | RSS growth KiB/doc |")
+            w("|---|---|---|---|---|---|---|---|")
+            for s in servers:
+                all_runs = by.get((case, s), [])
+                ok = ok_runs(case, s)
+                ack, ack_m = summary([r["bench"].get("ack_docs_per_s") for r in ok])
+                # Runs that timed out in the create phase: their rate over the time they had.
+                partial = [r["bench"]["acked"] / args.timeout for r in all_runs
+                           if not r["bench"].get("ok") and r["bench"].get("acked")
+                           and r["bench"].get("ack_docs_per_s") is None]
+                if partial:
+                    p_txt, p_m = summary(partial)
+                    medians[(case, s, "ack_partial")] = p_m
+                    ack = (ack + "; " if ok else "") + f"timed out: {p_txt} over {args.timeout} s"
+                fetch, fetch_m = summary([r["bench"].get("fetch_docs_per_s") for r in ok])
+                cpu, _ = summary([r.get("server_cpu_s") for r in ok], 1)
+                per_doc = [r["bench"]["ack_server_cpu_s"] * 1e6 / r["bench"]["docs"]
+                           for r in ok if r["bench"].get("ack_server_cpu_s") is not None]
+                cpu_doc, _ = summary(per_doc)
+                hwm, _ = summary([r.get("hwm_kib", 0) / 1024 for r in ok], 1)
+                growth, _ = summary([(r.get("hwm_kib", 0) - r.get("rss_start_kib", 0))
+                                     / r["bench"]["docs"] for r in ok], 1)
+                medians[(case, s, "ack")] = ack_m
+                medians[(case, s, "fetch")] = fetch_m
+                w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {ack} | {fetch} | {cpu} | "
+                  f"{cpu_doc} | {hwm} | {growth} |")
+            w("")
+        else:
+            readers = case.split("-", 1)[1]
+            w(f"## S2: live fan-out, 1 writer and {readers} readers on one doc, "
+              f"{args.edits} edits")
+            w("")
+            w("Latency of an edit: from the writer's commit to the last reader having applied a "
+              "sync message that brought it (the load generator's own apply time on core 1 is "
+              "included). The next edit starts once every reader has the previous one and at "
+              "least 20 ms after it; 10 warm-up edits are not counted. Generator apply: the "
+              "readers' summed decode+apply time per edit (median), serial on the generator's "
+              "core, so part of every latency figure.")
+            w("")
+            w("| server | ok runs | p50 ms | p99 ms | max ms | server CPU ms/edit | peak RSS MiB | "
+              "generator apply ms/edit |")
+            w("|---|---|---|---|---|---|---|---|")
+            for s in servers:
+                all_runs = by.get((case, s), [])
+                ok = ok_runs(case, s)
+                p50, p50_m = summary([r["bench"].get("p50_ms") for r in ok], 2)
+                p99, p99_m = summary([r["bench"].get("p99_ms") for r in ok], 2)
+                mx, _ = summary([r["bench"].get("max_ms") for r in ok], 1)
+                cpu, _ = summary([r["bench"].get("server_cpu_ms_per_edit") for r in ok], 2)
+                hwm, _ = summary([r.get("hwm_kib", 0) / 1024 for r in ok], 1)
+                gen, _ = summary([r["bench"].get("generator_apply_ms_per_edit_p50") for r in ok], 2)
+                medians[(case, s, "p50")] = p50_m
+                medians[(case, s, "p99")] = p99_m
+                w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {p50} | {p99} | {mx} | {cpu} | "
+                  f"{hwm} | {gen} |")
+            w("")
+
+    # Ratios against peers that completed.
+    w("## Ratios (medians; only against peers that completed the case)")
+    w("")
+    w("Throughput: driftless / peer (higher is better). Latency: peer / driftless (higher is "
+      "better for driftless).")
+    w("")
+    w("| case | figure | " + " | ".join(f"{o} vs {p}" for o in OURS if o in servers
+                                       for p in PEERS if p in servers) + " |")
+    pairs = [(o, p) for o in OURS if o in servers for p in PEERS if p in servers]
+    w("|---|---|" + "---|" * len(pairs))
+    for case in cases:
+        figs = [("ack", "acknowledged docs/s"), ("fetch", "fetched docs/s")] \
+            if case.startswith("s1") \
+            else [("p50", "p50"), ("p99", "p99")]
+        for key, name in figs:
+            cells = []
+            for o, p in pairs:
+                a, b = medians.get((case, o, key)), medians.get((case, p, key))
+                partial = medians.get((case, p, key + "_partial"))
+                if a is not None and b is None and partial:
+                    # The peer's rate while it ran is at most what it would average over all N.
+                    cells.append(f">= {a / partial:.1f}x (peer timed out; vs its partial rate)")
+                elif a is None or b is None or a == 0 or b == 0:
+                    cells.append("peer failed" if b is None and a is not None else "-")
+                elif key in ("ack", "fetch"):
+                    cells.append(f"{a / b:.1f}x")
+                else:
+                    cells.append(f"{b / a:.1f}x")
+            w(f"| {case} | {name} | " + " | ".join(cells) + " |")
+    w("")
+
+    # Targets.
+    w("## Targets (issue #4)")
+    w("")
+
+    def target_line(name, ok):
+        return f"- {name}: **{'met' if ok else 'missed'}**" if ok is not None else \
+            f"- {name}: not measured"
+
+    ours = "driftless"
+    a = medians.get(("s1", ours, "ack"))
+    for peer, factor in (("node-ref", 3.0), ("samod-ref", 1.5)):
+        if peer not in servers:
+            continue
+        b = medians.get(("s1", peer, "ack"))
+        if a is None:
+            w(target_line(f"S1 acknowledged docs/s >= {factor}x {peer} (durable)", None))
+        elif b is None and medians.get(("s1", peer, "ack_partial")):
+            pb = medians[("s1", peer, "ack_partial")]
+            w(target_line(f"S1 acknowledged docs/s >= {factor}x {peer} (durable): {peer} timed "
+                          f"out; against its rate before the timeout driftless is >= {a / pb:.1f}x",
+                          a / pb >= factor))
+        elif b is None:
+            w(f"- S1 acknowledged docs/s >= {factor}x {peer} (durable): {peer} did not complete "
+              "(see failures)")
+        else:
+            w(target_line(f"S1 acknowledged docs/s >= {factor}x {peer} (durable): {a / b:.1f}x",
+                          a / b >= factor))
+    p50, p99 = medians.get(("s2-100", ours, "p50")), medians.get(("s2-100", ours, "p99"))
+    if p50 is not None:
+        w(target_line(f"S2 100 readers p50 < 5 ms (durable): {p50:.2f} ms", p50 < 5))
+        w(target_line(f"S2 100 readers p99 < 15 ms (durable): {p99:.2f} ms", p99 < 15))
+    w("")
+
+    # Failures.
+    w("## Failures")
+    w("")
+    failures = defaultdict(list)
+    for r in runs:
+        if not r["bench"].get("ok"):
+            failures[(r["server"], r["case"], r["bench"].get("error", "?"))].append(r["rep"])
+    if not failures:
+        w("None.")
+    for (s, case, err), reps in sorted(failures.items()):
+        w(f"- {s}, {case}, repetition(s) {', '.join(map(str, reps))}: `{err}`")
+    w("")
+
+    # Hand-written notes below the marker survive regeneration.
+    notes = ""
+    try:
+        with open(args.out) as f:
+            old = f.read()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    except OSError:
+        pass
+    text = "\n".join(out)
+    if notes:
+        text += "\n" + notes
+    else:
+        text += "\n" + NOTES_MARKER + "\n"
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

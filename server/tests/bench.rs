@@ -1,0 +1,136 @@
+//! `driftless bench` against an in-process driftless on port 0: both scenarios complete and report
+//! plausible figures (no timing thresholds), and an unreachable server fails cleanly.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use driftless_server::Config;
+use driftless_server::bench::{self, BenchArgs, Scenario};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+async fn with_server<F, Fut>(f: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(driftless_server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    f(url).await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_creates_and_fetches_every_doc() {
+    with_server(|url| async move {
+        let args = BenchArgs {
+            docs: 200,
+            warmup_docs: 20,
+            window: 50,
+            phase_timeout_s: 60,
+            label: "test".into(),
+            server_pid: Some(std::process::id()),
+            ..BenchArgs::new(url, Scenario::S1)
+        };
+        let result = bench::run(&args).await;
+        assert_eq!(result["ok"], Value::Bool(true), "{result}");
+        assert_eq!(result["scenario"], "s1");
+        assert_eq!(result["label"], "test");
+        assert_eq!(number(&result, "acked"), 200.0);
+        assert_eq!(number(&result, "fetched"), 200.0);
+        assert!(number(&result, "ack_docs_per_s") > 0.0);
+        assert!(number(&result, "fetch_docs_per_s") > 0.0);
+        assert!(number(&result, "ack_server_cpu_s") >= 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_every_reader_gets_every_edit() {
+    with_server(|url| async move {
+        let args = BenchArgs {
+            readers: 5,
+            edits: 10,
+            warmup_edits: 2,
+            edit_interval_ms: 1,
+            phase_timeout_s: 60,
+            server_pid: Some(std::process::id()),
+            ..BenchArgs::new(url, Scenario::S2)
+        };
+        let result = bench::run(&args).await;
+        assert_eq!(result["ok"], Value::Bool(true), "{result}");
+        assert_eq!(result["scenario"], "s2");
+        assert_eq!(number(&result, "readers"), 5.0);
+        let (p50, p99, max) = (
+            number(&result, "p50_ms"),
+            number(&result, "p99_ms"),
+            number(&result, "max_ms"),
+        );
+        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{result}");
+        assert!(number(&result, "server_cpu_ms_per_edit") >= 0.0);
+        assert!(number(&result, "generator_apply_ms_per_edit_p50") > 0.0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_failed_run() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let args = BenchArgs {
+        docs: 10,
+        ..BenchArgs::new(format!("ws://127.0.0.1:{port}"), Scenario::S1)
+    };
+    let result = bench::run(&args).await;
+    assert_eq!(result["ok"], Value::Bool(false));
+    assert!(
+        result["error"].as_str().unwrap().contains("connect"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    // Accepts TCP connections and never answers: the run must fail within the phase timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let args = BenchArgs {
+        docs: 10,
+        phase_timeout_s: 1,
+        ..BenchArgs::new(url, Scenario::S1)
+    };
+    let result = tokio::time::timeout(Duration::from_secs(20), bench::run(&args))
+        .await
+        .expect("the run must end by itself");
+    assert_eq!(result["ok"], Value::Bool(false), "{result}");
+    hold.abort();
+}
