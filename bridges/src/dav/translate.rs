@@ -627,8 +627,10 @@ fn override_of(master: &Read, ov: &Read, rid: &When) -> Override {
         _ => rid.default_span(),
     };
     let original_end = rid.plus(series_span).map(|w| w.canonical());
-    let start = ov.start.as_ref().map(When::canonical);
-    let end = ov.end().map(|w| w.canonical());
+    // A VEVENT without DTSTART starts where the instance would.
+    let effective_start = ov.start.clone().unwrap_or_else(|| rid.clone());
+    let start = Some(effective_start.canonical());
+    let end = ov.end_for(&effective_start).map(|w| w.canonical());
     let attendees = attendees_of(&p.attendees);
     Override {
         title: changed(&p.summary, &m.summary),
@@ -971,7 +973,15 @@ fn put_override(
             .plus(series.span)
             .ok_or_else(|| field_error(resource, "overrides.end", "end out of range"))?,
     };
-    let wrote_end = put_times(cal, r, e, &start, &end, resource)?;
+    // Read as the reader does: a VEVENT without DTSTART starts at its RECURRENCE-ID.
+    let effective = r.map(|r| {
+        let mut r = r.clone();
+        if r.start.is_none() {
+            r.start = Some(rid.clone());
+        }
+        r
+    });
+    let wrote_end = put_times(cal, effective.as_ref(), e, &start, &end, resource)?;
     let current_attendees = r.map(|r| r.props.attendees.as_slice()).unwrap_or_default();
     let want_attendees = match &o.attendees {
         Some(a) => Some(a),
@@ -1023,7 +1033,7 @@ fn tidy(text: &str, strip_duration: bool) -> String {
 /// what `base` says are rewritten; everything else (X- props, VALARM, VTIMEZONE, params) untouched.
 ///
 /// The UID of an existing resource is kept (a stored resource cannot change UID); `uid` is used
-/// for new resources and where `base` has none, `event.ical_uid` is not written. A new zoned time
+/// for new resources; `event.ical_uid` is written only into a `base` that lacks a UID. A new zoned time
 /// gets a TZID without VTIMEZONE (servers resolve IANA names, RFC 7809). A new override VEVENT
 /// copies the series' title, location, description, status and attendees; without its own
 /// `end` it lasts as long as the series. `end: None` writes the RFC 5545 default end.
@@ -1046,8 +1056,11 @@ pub fn event_to_ical(
     let m = master.id;
     let p = &master.props;
 
-    if p.uid.is_none() {
-        cal.set_text(m, TextProp::Uid, Some(uid));
+    // A stored resource keeps its UID; one without UID gets the record's (if it has one).
+    if p.uid.is_none()
+        && let Some(ical_uid) = &event.ical_uid
+    {
+        cal.set_text(m, TextProp::Uid, Some(ical_uid));
     }
     put_text(&mut cal, m, TextProp::Summary, &p.summary, &event.title);
     put_text(
@@ -1350,7 +1363,8 @@ fn put_list(
     card.set_list(list, &wanted);
 }
 
-/// `base`: the card as the provider last had it (None: create a new vCard 3.0 with this UID).
+/// `base`: the card as the provider last had it (None: create a new vCard 3.0 with this UID;
+/// an existing card's UID, or its lack of one, is left alone).
 /// Returns the card to PUT, edited only where the canonical value differs from what `base` says.
 /// An absent full name keeps an empty FN (required by vCard); an absent given/family name
 /// empties its N component (other N components stay).
@@ -1368,9 +1382,6 @@ pub fn contact_to_vcard(
         source,
     })?;
     let cur = card.contact();
-    if cur.uid.is_none() {
-        card.set_text(CardText::Uid, Some(uid));
-    }
     let name = &contact.name;
     if nonempty(cur.full_name.as_ref()) != nonempty(name.full.as_ref()) {
         card.set_text(CardText::FullName, Some(name.full.as_deref().unwrap_or("")));
