@@ -11,6 +11,12 @@
 #                     slow down as documents accumulate, so this shows them where they complete
 #   READERS="20 100"  S2 reader counts
 #   EDITS=200         S2 timed edits
+#   S1=1              run S1 and S1-SMALL (0 to run only S2, and flood when asked)
+#   FLOOD=0           1: also run the flood scenario (issue #5) against driftless and driftless-none
+#                     only (the peers have no rate limits to test): FLOOD_READERS=5 control readers,
+#                     FLOODERS=8 flooding connections, FLOOD_IDLE=100 sockets that never join,
+#                     FLOOD_EDITS=100 edits; the server runs with
+#                     `[limits] messages_per_second = FLOOD_RATE` (default 200), burst the same
 #   TIMEOUT=120       per-phase timeout of the load generator, seconds
 #   SERVERS="driftless driftless-none node-ref samod-ref"
 #   SCRATCH=/tmp/driftless-bench   where the peers are copied and built, and data dirs live
@@ -27,13 +33,20 @@ READERS=${READERS:-"20 100"}
 EDITS=${EDITS:-200}
 TIMEOUT=${TIMEOUT:-120}
 SERVERS=${SERVERS:-"driftless driftless-none node-ref samod-ref"}
+S1=${S1:-1}
+FLOOD=${FLOOD:-0}
+FLOOD_READERS=${FLOOD_READERS:-5}
+FLOODERS=${FLOODERS:-8}
+FLOOD_IDLE=${FLOOD_IDLE:-100}
+FLOOD_EDITS=${FLOOD_EDITS:-100}
+FLOOD_RATE=${FLOOD_RATE:-200}
 SCRATCH=${SCRATCH:-/tmp/driftless-bench}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
-COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT scripts/bench.sh"
+COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 FLOOD=$FLOOD SERVERS=\"$SERVERS\" scripts/bench.sh"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
 mkdir -p "$SCRATCH"
@@ -46,6 +59,10 @@ log "building driftless (release)"
 (cd "$ROOT" && cargo build --release -p driftless-server)
 BIN="$ROOT/target/release/driftless"
 echo 'durability = "none"' >"$SCRATCH/durability-none.toml"
+printf '[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' "$FLOOD_RATE" "$FLOOD_RATE" \
+    >"$SCRATCH/flood.toml"
+printf 'durability = "none"\n[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' \
+    "$FLOOD_RATE" "$FLOOD_RATE" >"$SCRATCH/flood-none.toml"
 
 for s in $SERVERS; do
     case $s in
@@ -73,17 +90,21 @@ done
 PORT=3200
 SERVER_PID=
 
-start_server() { # server datadir port
-    local s=$1 dir=$2 port=$3
+start_server() { # server datadir port [scenario]
+    local s=$1 dir=$2 port=$3 scenario=${4:-}
     mkdir -p "$dir"
+    local cfg=()
     case $s in
     driftless)
+        [ "$scenario" = flood ] && cfg=(--config "$SCRATCH/flood.toml")
         taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
-            >"$dir/server.log" 2>&1 &
+            "${cfg[@]}" >"$dir/server.log" 2>&1 &
         ;;
     driftless-none)
+        cfg=(--config "$SCRATCH/durability-none.toml")
+        [ "$scenario" = flood ] && cfg=(--config "$SCRATCH/flood-none.toml")
         taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
-            --config "$SCRATCH/durability-none.toml" >"$dir/server.log" 2>&1 &
+            "${cfg[@]}" >"$dir/server.log" 2>&1 &
         ;;
     node-ref)
         (cd "$SCRATCH/node-ref" && exec taskset -c "$SERVER_CPU" node ref-server.mjs "$port" "$dir/data") \
@@ -138,7 +159,7 @@ run_one() { # rep server scenario readers-or-docs
     [ "$scenario" = s2 ] && tag="s2-$readers"
     [ "$scenario" = s1-small ] && tag="s1-small"
     log "rep $rep: $s $tag (port $PORT)"
-    if ! start_server "$s" "$dir" "$PORT"; then
+    if ! start_server "$s" "$dir" "$PORT" "$scenario"; then
         local err
         err=$(tail -c 400 "$dir/server.log" | tr '\n"\\' "  /")
         echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"$tag\",\"bench\":{\"ok\":false,\"error\":\"server did not start: $err\"}}" >>"$RESULTS"
@@ -154,6 +175,9 @@ run_one() { # rep server scenario readers-or-docs
         args+=(--scenario s1 --docs "$DOCS")
     elif [ "$scenario" = s1-small ]; then
         args+=(--scenario s1 --docs "$SMALL_DOCS")
+    elif [ "$scenario" = flood ]; then
+        args+=(--scenario flood --readers "$FLOOD_READERS" --edits "$FLOOD_EDITS"
+            --flooders "$FLOODERS" --idle "$FLOOD_IDLE")
     else
         args+=(--scenario s2 --readers "$readers" --edits "$EDITS")
     fi
@@ -179,13 +203,18 @@ for rep in $(seq 1 "$REPS"); do
     # Rotate the server order each repetition so no server always runs first or last.
     for i in $(seq 0 $((n - 1))); do
         s=${server_list[$(((i + rep - 1) % n))]}
-        run_one "$rep" "$s" s1 0
-        if [ "$SMALL_DOCS" -gt 0 ]; then
-            run_one "$rep" "$s" s1-small 0
+        if [ "$S1" = 1 ]; then
+            run_one "$rep" "$s" s1 0
+            if [ "$SMALL_DOCS" -gt 0 ]; then
+                run_one "$rep" "$s" s1-small 0
+            fi
         fi
         for r in $READERS; do
             run_one "$rep" "$s" s2 "$r"
         done
+        if [ "$FLOOD" = 1 ] && [ "${s#driftless}" != "$s" ]; then
+            run_one "$rep" "$s" flood "$FLOOD_READERS"
+        fi
     done
 done
 

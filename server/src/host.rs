@@ -28,6 +28,8 @@ use crate::metrics::Metrics;
 use crate::storage::PersistRequest;
 use crate::writer::WriteQueue;
 
+/// Most network inputs taken per wake-up of the engine thread before storage results are looked at.
+const NETWORK_BURST: usize = 128;
 /// At shutdown, network input keeps being applied until it is quiet this long...
 const RECEIVE_QUIET: Duration = Duration::from_millis(100);
 /// ...or for at most this long.
@@ -216,7 +218,16 @@ async fn run<E: SyncEngine>(parts: HostParts<E>) {
             biased;
             Some(input) = internal_rx.recv() => host.internal(input),
             _ = &mut stop => break,
-            Some(input) = net_rx.recv() => host.network(input),
+            Some(input) = net_rx.recv() => {
+                host.network(input);
+                // A burst (e.g. a hundred readers acknowledging one change) is taken in one go,
+                // without a trip through `select!` and the runtime per frame; bounded so storage
+                // results and the tick are never held up for long.
+                for _ in 1..NETWORK_BURST {
+                    let Ok(input) = net_rx.try_recv() else { break };
+                    host.network(input);
+                }
+            }
             _ = tick.tick() => host.feed(Input::Tick),
         }
     }

@@ -14,12 +14,20 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    with_server_config(Config::default(), f).await;
+}
+
+async fn with_server_config<F, Fut>(config: Config, f: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let config = Config {
         data_dir: dir.path().join("data"),
-        ..Config::default()
+        ..config
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(driftless_server::run(listener, config, async {
@@ -87,8 +95,42 @@ async fn s2_every_reader_gets_every_edit() {
             number(&result, "max_ms"),
         );
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{result}");
+        // Arrival comes before apply, edit by edit, so every arrival percentile is at most the
+        // apply-inclusive one.
+        assert!(p50 <= number(&result, "applied_p50_ms"), "{result}");
+        assert!(max <= number(&result, "applied_max_ms"), "{result}");
         assert!(number(&result, "server_cpu_ms_per_edit") >= 0.0);
         assert!(number(&result, "generator_apply_ms_per_edit_p50") > 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_control_client_completes_under_flood() {
+    // A low message rate so the flooders are far over it.
+    let mut config = Config::default();
+    config.limits.messages_per_second = 50;
+    config.limits.message_burst = 50;
+    with_server_config(config, |url| async move {
+        let args = BenchArgs {
+            readers: 3,
+            edits: 10,
+            warmup_edits: 2,
+            edit_interval_ms: 5,
+            flooders: 2,
+            idle: 5,
+            phase_timeout_s: 60,
+            server_pid: Some(std::process::id()),
+            ..BenchArgs::new(url, Scenario::Flood)
+        };
+        let result = bench::run(&args).await;
+        assert_eq!(result["ok"], Value::Bool(true), "{result}");
+        assert_eq!(result["scenario"], "flood");
+        assert_eq!(number(&result, "flooders_joined"), 2.0);
+        assert_eq!(number(&result, "idle_connected"), 5.0);
+        assert!(number(&result, "flood_frames_total") > 0.0, "{result}");
+        let (p50, p99) = (number(&result, "p50_ms"), number(&result, "p99_ms"));
+        assert!(p50 > 0.0 && p50 <= p99, "{result}");
     })
     .await;
 }

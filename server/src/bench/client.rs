@@ -123,12 +123,19 @@ impl Client {
     /// The next protocol message from the server. Cancel-safe (no message is lost when the
     /// future is dropped). A close, a text frame or an undecodable frame is an error.
     pub async fn recv(&mut self) -> anyhow::Result<Message> {
+        Ok(self.recv_at().await?.0)
+    }
+
+    /// Like [`Client::recv`], with the moment the frame was taken off the socket (before decoding).
+    pub async fn recv_at(&mut self) -> anyhow::Result<(Message, std::time::Instant)> {
         loop {
             match self.inbox.next().await {
                 None => bail!("connection closed by the server"),
                 Some(Err(e)) => bail!("connection failed: {e}"),
                 Some(Ok(WsMessage::Binary(bytes))) => {
-                    return decode(&bytes).context("undecodable frame from the server");
+                    let at = std::time::Instant::now();
+                    let message = decode(&bytes).context("undecodable frame from the server")?;
+                    return Ok((message, at));
                 }
                 Some(Ok(WsMessage::Close(frame))) => match frame {
                     Some(f) => bail!("server closed the connection: {} {}", f.code, f.reason),

@@ -15,6 +15,7 @@
 //! Reuses the protocol crate's codec and ids; the client side of sync is plain `automerge`.
 
 pub mod client;
+pub mod flood;
 pub mod s1;
 pub mod s2;
 
@@ -30,6 +31,8 @@ use serde_json::{Map, Value, json};
 pub enum Scenario {
     S1,
     S2,
+    /// S2's edit loop as a control client while flooders and idle sockets load the server.
+    Flood,
 }
 
 /// Command-line options of `driftless bench`.
@@ -66,6 +69,12 @@ pub struct BenchArgs {
     /// to reach every reader).
     #[arg(long, default_value_t = 20)]
     pub edit_interval_ms: u64,
+    /// Flood: connections that join and then send frames as fast as the socket takes them.
+    #[arg(long, default_value_t = 8)]
+    pub flooders: usize,
+    /// Flood: sockets that complete the WebSocket handshake and never send `join`.
+    #[arg(long, default_value_t = 100)]
+    pub idle: usize,
     /// A phase that has not finished after this many seconds fails the run.
     #[arg(long, default_value_t = 120)]
     pub phase_timeout_s: u64,
@@ -88,6 +97,8 @@ impl BenchArgs {
             edits: 200,
             warmup_edits: 10,
             edit_interval_ms: 20,
+            flooders: 8,
+            idle: 100,
             phase_timeout_s: 120,
             server_pid: None,
         }
@@ -115,6 +126,15 @@ pub async fn run(args: &BenchArgs) -> Value {
             out.insert("edits".into(), json!(args.edits));
             out.insert("edit_interval_ms".into(), json!(args.edit_interval_ms));
             s2::run(args, &mut out).await
+        }
+        Scenario::Flood => {
+            out.insert("scenario".into(), json!("flood"));
+            out.insert("readers".into(), json!(args.readers));
+            out.insert("edits".into(), json!(args.edits));
+            out.insert("edit_interval_ms".into(), json!(args.edit_interval_ms));
+            out.insert("flooders".into(), json!(args.flooders));
+            out.insert("idle".into(), json!(args.idle));
+            flood::run(args, &mut out).await
         }
     };
     match outcome {
