@@ -8,7 +8,6 @@
 //! `scripts/test.sh`; `DRIFTLESS_BIN` overrides the path) and `npm ci --prefix tests/js`.
 //! `CRASH_SEED=n` fixes the kill timing; `CRASH_ROUNDS=k` changes the number of rounds.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,54 +17,13 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ROOT, ReadDoc};
 use driftless_client_protocol::DocumentId;
 use driftless_server::storage::Storage;
+use driftless_tests::process::spawn_server;
 use driftless_tests::rust_client::RustClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
-
-fn driftless_bin() -> PathBuf {
-    std::env::var_os("DRIFTLESS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/driftless"))
-}
-
-fn spawn_server(port: u16, data_dir: &Path) -> anyhow::Result<Child> {
-    let bin = driftless_bin();
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p driftless-server --bin driftless` (scripts/test.sh does)",
-            bin.display()
-        );
-    }
-    Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawn {}", bin.display()))
-}
-
-async fn wait_listening(port: u16) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    bail!("server did not listen on port {port}")
-}
 
 fn js_heads(line: &str) -> anyhow::Result<Vec<ChangeHash>> {
     line.split(',')
@@ -144,8 +102,7 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
         l.local_addr()?.port()
     };
     let url = format!("ws://127.0.0.1:{port}");
-    let mut server = spawn_server(port, dir.path())?;
-    wait_listening(port).await?;
+    let mut server = spawn_server(port, dir.path(), None, "warn").await?;
 
     let id = DocumentId::generate(rand::random());
     let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(vec![7u8; 16]));
@@ -236,8 +193,7 @@ async fn acknowledged_changes_survive_sigkill() -> anyhow::Result<()> {
                 }
             }
         }
-        server = spawn_server(port, dir.path())?;
-        wait_listening(port).await?;
+        server = spawn_server(port, dir.path(), None, "warn").await?;
     }
     assert!(
         checked >= rounds,
@@ -333,8 +289,7 @@ async fn sigterm_drains_then_exits() -> anyhow::Result<()> {
         .local_addr()?
         .port();
     let url = format!("ws://127.0.0.1:{port}");
-    let mut server = spawn_server(port, dir.path())?;
-    wait_listening(port).await?;
+    let mut server = spawn_server(port, dir.path(), None, "warn").await?;
 
     let mut client = RustClient::connect(&url, "sigterm-writer").await?;
     let ids: Vec<DocumentId> = (0..300)

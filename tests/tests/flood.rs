@@ -10,8 +10,6 @@
 //! The join timeout is the engine's fixed 10 s (not configurable), so the slowloris phase takes
 //! about 11 s; the flood and slow-reader phases run while those sockets wait.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,9 +19,9 @@ use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT};
 use driftless_client_protocol::{DocumentId, Message, PeerMetadata, encode};
+use driftless_tests::process::{metric, rss_kib, spawn_server};
 use driftless_tests::rust_client::RustClient;
 use futures::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -35,34 +33,6 @@ const MESSAGES_PER_SECOND: u32 = 100;
 const OUTBOUND_QUEUE: usize = 16;
 /// How much the server's RSS may grow over the whole run (see `rss_bound`).
 const RSS_SLACK_KIB: u64 = 64 * 1024;
-
-fn driftless_bin() -> PathBuf {
-    std::env::var_os("DRIFTLESS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/driftless"))
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc status")
-}
-
-/// One sample line of /metrics, e.g. `driftless_limit_hits_total{limit="outbound_queue"}`; 0 if absent.
-async fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
-    Ok(body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0))
-}
 
 fn limit_hits(limit: &str) -> String {
     format!("driftless_limit_hits_total{{limit=\"{limit}\"}}")
@@ -162,13 +132,6 @@ async fn flooder(url: String, n: usize, stop: Arc<AtomicBool>) -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_flood_and_slow_reader_leave_the_server_syncing_with_bounded_memory()
 -> anyhow::Result<()> {
-    let bin = driftless_bin();
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p driftless-server --bin driftless`",
-            bin.display()
-        );
-    }
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("driftless.toml");
     std::fs::write(
@@ -178,34 +141,10 @@ async fn slowloris_flood_and_slow_reader_leave_the_server_syncing_with_bounded_m
              message_burst = {MESSAGES_PER_SECOND}\noutbound_queue = {OUTBOUND_QUEUE}\n"
         ),
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut server = tokio::process::Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let port = driftless_tests::process::free_port()?;
+    let mut server = spawn_server(port, &dir.path().join("data"), Some(&config), "error").await?;
     let pid = server.id().context("server pid")?;
     let url = format!("ws://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 
     // The control client creates its document.
     let doc = DocumentId::generate(rand::random());

@@ -5,45 +5,17 @@
 //! `doc_idle_evict = "1s"`, writes several batches of small documents from clients that then leave,
 //! and reads the server's RSS from /proc and its resident-document gauge from /metrics.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ROOT};
 use driftless_client_protocol::DocumentId;
+use driftless_tests::process::{metric, rss_kib, spawn_server};
 use driftless_tests::rust_client::RustClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BATCHES: usize = 4;
 const DOCS_PER_BATCH: usize = 1500;
-
-fn driftless_bin() -> PathBuf {
-    std::env::var_os("DRIFTLESS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/driftless"))
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc status")
-}
-
-async fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .with_context(|| format!("metric {name}"))
-}
 
 fn contact(n: usize) -> anyhow::Result<AutoCommit> {
     let mut d = AutoCommit::new();
@@ -58,44 +30,13 @@ fn contact(n: usize) -> anyhow::Result<AutoCommit> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resident_memory_stays_bounded_as_documents_accumulate() -> anyhow::Result<()> {
-    let bin = driftless_bin();
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p driftless-server --bin driftless`",
-            bin.display()
-        );
-    }
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("driftless.toml");
     std::fs::write(&config, "doc_idle_evict = \"1s\"\n")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut server = tokio::process::Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let port = driftless_tests::process::free_port()?;
+    let mut server = spawn_server(port, &dir.path().join("data"), Some(&config), "warn").await?;
     let pid = server.id().context("server pid")?;
     let url = format!("ws://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 
     let mut rss_after = Vec::new();
     let mut early = None;
