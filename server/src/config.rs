@@ -126,8 +126,8 @@ impl Default for Limits {
         Self {
             max_connections_per_workspace: 10_000,
             max_connections_per_ip: 256,
-            messages_per_second: 1_000,
-            message_burst: 2_000,
+            messages_per_second: 10_000,
+            message_burst: 20_000,
             bytes_per_second: 16 * 1024 * 1024,
             byte_burst: 32 * 1024 * 1024,
             max_document_bytes: 256 * 1024 * 1024,
