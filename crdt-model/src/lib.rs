@@ -21,6 +21,7 @@
 //! This crate does no I/O and keeps no state; time and slot ids come from the caller.
 
 mod conflicts;
+pub mod identity;
 mod model;
 mod read;
 mod slots;
