@@ -327,6 +327,100 @@ pub fn suggestions<Id: Clone + Ord>(
     out
 }
 
+/// What an identity merge could not carry over as a plain field: links both records held at the
+/// same bridge (the survivor's stays; the absorbed one is reported so the caller can unlink it
+/// there without deleting anything).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergeReport {
+    /// Bridges where both records were linked: (bridge id, the absorbed record's external id).
+    pub duplicate_links: Vec<(String, String)>,
+}
+
+/// The survivor after absorbing `absorbed` (`POST /v1/identity/merge`): every field is kept.
+/// Atomic fields the survivor lacks are taken from the absorbed record; emails and phones are
+/// unioned by normalized value (the absorbed slots keep their ids; primary stays with the
+/// survivor's); notes are joined; links the survivor lacks move over (a bridge both are linked at
+/// keeps the survivor's link and is reported); unknown keys the survivor lacks are copied.
+/// Deletes nothing and touches no provider.
+pub fn merge_contacts(
+    survivor: &Contact,
+    absorbed: &Contact,
+    region: PhoneRegion,
+) -> (Contact, MergeReport) {
+    let mut out = survivor.clone();
+    let mut report = MergeReport::default();
+    let fill = |mine: &mut Option<String>, theirs: &Option<String>| {
+        if mine.as_deref().is_none_or(|v| v.trim().is_empty()) && theirs.is_some() {
+            mine.clone_from(theirs);
+        }
+    };
+    fill(&mut out.name.full, &absorbed.name.full);
+    fill(&mut out.name.given, &absorbed.name.given);
+    fill(&mut out.name.family, &absorbed.name.family);
+    fill(&mut out.organization, &absorbed.organization);
+    fill(&mut out.job_title, &absorbed.job_title);
+    fill(&mut out.company, &absorbed.company);
+    match (&out.notes, &absorbed.notes) {
+        (Some(mine), Some(theirs))
+            if !theirs.trim().is_empty() && !mine.contains(theirs.as_str()) =>
+        {
+            out.notes = Some(format!("{mine}\n\n{theirs}"));
+        }
+        (None, Some(theirs)) => out.notes = Some(theirs.clone()),
+        _ => {}
+    }
+    union_points(&mut out.emails, &absorbed.emails, normalize_email);
+    union_points(&mut out.phones, &absorbed.phones, |v| {
+        normalize_phone(v, region)
+    });
+    for (bridge, link) in &absorbed.links {
+        match out.links.get(bridge) {
+            None => {
+                out.links.insert(bridge.clone(), link.clone());
+            }
+            Some(mine) if mine.id != link.id && !link.removed && !link.id.is_empty() => {
+                report
+                    .duplicate_links
+                    .push((bridge.clone(), link.id.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    for (key, value) in &absorbed.name.extra {
+        out.name
+            .extra
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+    for (key, value) in &absorbed.extra {
+        out.extra
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+    (out, report)
+}
+
+fn union_points(
+    mine: &mut BTreeMap<String, crate::model::ContactPoint>,
+    theirs: &BTreeMap<String, crate::model::ContactPoint>,
+    normalize: impl Fn(&str) -> Option<String>,
+) {
+    let key = |v: &str| normalize(v).unwrap_or_else(|| v.trim().to_lowercase());
+    let present: BTreeSet<String> = mine.values().map(|p| key(&p.value)).collect();
+    for (slot, point) in theirs {
+        if point.value.trim().is_empty() || present.contains(&key(&point.value)) {
+            continue;
+        }
+        let mut point = point.clone();
+        point.primary = false;
+        let mut id = slot.clone();
+        while mine.contains_key(&id) {
+            id.push('m');
+        }
+        mine.insert(id, point);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,5 +659,66 @@ mod tests {
         );
         let dismissed = BTreeSet::from([("c", "a")]);
         assert_eq!(suggestions(&known, &dismissed).len(), 2);
+    }
+
+    #[test]
+    fn a_merge_keeps_every_field_and_link_and_reports_a_shared_bridge() {
+        let mut survivor = contact(
+            "Jane Smith",
+            &["jane@x.com"],
+            &["650 253 0000"],
+            &[("hubspot", "1")],
+        );
+        survivor.notes = Some("met at the fair".into());
+        survivor.emails.get_mut("e0").unwrap().primary = true;
+        let mut absorbed = contact(
+            "J. Smith",
+            &["JANE@x.com", "jane@home.example"],
+            &["+1 650-253-0000", "+49 30 1234567"],
+            &[("salesforce", "003A"), ("hubspot", "2")],
+        );
+        absorbed.job_title = Some("CTO".into());
+        absorbed.notes = Some("prefers email".into());
+        absorbed.emails.get_mut("e1").unwrap().primary = true;
+        absorbed
+            .extra
+            .insert("x_app_color".into(), serde_json::json!("teal"));
+        let (merged, report) = merge_contacts(&survivor, &absorbed, region("US"));
+        assert_eq!(merged.name.full.as_deref(), Some("Jane Smith"));
+        assert_eq!(merged.job_title.as_deref(), Some("CTO"));
+        assert_eq!(
+            merged.notes.as_deref(),
+            Some("met at the fair\n\nprefers email")
+        );
+        let mut emails: Vec<(&str, bool)> = merged
+            .emails
+            .values()
+            .map(|p| (p.value.as_str(), p.primary))
+            .collect();
+        emails.sort();
+        assert_eq!(
+            emails,
+            vec![("jane@home.example", false), ("jane@x.com", true)]
+        );
+        assert_eq!(merged.phones.len(), 2, "{:?}", merged.phones);
+        assert_eq!(
+            merged.links.get("salesforce").map(|l| l.id.as_str()),
+            Some("003A")
+        );
+        assert_eq!(
+            merged.links.get("hubspot").map(|l| l.id.as_str()),
+            Some("1")
+        );
+        assert_eq!(
+            report.duplicate_links,
+            vec![("hubspot".to_owned(), "2".to_owned())]
+        );
+        assert_eq!(
+            merged.extra.get("x_app_color"),
+            Some(&serde_json::json!("teal"))
+        );
+        // Merging again changes nothing.
+        let (twice, _) = merge_contacts(&merged, &absorbed, region("US"));
+        assert_eq!(twice, merged);
     }
 }
