@@ -214,6 +214,14 @@ struct ConfigFile {
 }
 
 impl Config {
+    /// `default_phone_region` (validated at load), US when unset.
+    pub fn phone_region(&self) -> driftless_crdt_model::identity::PhoneRegion {
+        self.default_phone_region
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// Defaults, then the file at `path` (if any), then `overrides`.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut config = match path {
@@ -302,7 +310,11 @@ impl Config {
         }
         if let Some(v) = file.default_phone_region {
             let s = expect_str("default_phone_region", &v)?;
-            if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+            if s.len() != 2
+                || !s.bytes().all(|b| b.is_ascii_uppercase())
+                || s.parse::<driftless_crdt_model::identity::PhoneRegion>()
+                    .is_err()
+            {
                 return Err(invalid(
                     "default_phone_region",
                     format!("`{s}` is not a two-letter region code like \"US\""),

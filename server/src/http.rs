@@ -42,6 +42,8 @@ pub struct AppState {
     /// Durable documents, for the record listings (every change there is acknowledged only once
     /// stored, so storage is the durable truth).
     pub storage: crate::storage::Storage,
+    /// `default_phone_region`, for identity matching.
+    pub phone_region: driftless_crdt_model::identity::PhoneRegion,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bridges/{id}/sync", post(post_bridge_sync))
         .route("/v1/records", get(get_records))
         .route("/v1/records/{document_id}/conflicts", get(get_conflicts))
+        .route("/v1/identity/suggestions", get(get_identity_suggestions))
         .fallback(fallback)
         .with_state(state)
 }
@@ -463,6 +466,21 @@ async fn get_conflicts(
             )
         })?;
     answer.map(Json).ok_or_else(not_found)
+}
+
+/// `GET /v1/identity/suggestions`: contacts that may be one person.
+async fn get_identity_suggestions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
+    let storage = state.storage.clone();
+    let region = state.phone_region;
+    tokio::task::spawn_blocking(move || crate::identity::suggestions(&storage, &claims, region))
+        .await
+        .map_err(|_| ApiError::shutting_down())?
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failed", e))
 }
 
 /// Upgrades to a WebSocket on any unrouted path; anything else is a JSON 404.

@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
@@ -194,6 +195,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         admission: limits::Admission::new(&config.limits),
         bridges: bridges.clone(),
         storage: http_storage,
+        phone_region: config.phone_region(),
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
