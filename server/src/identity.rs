@@ -12,22 +12,27 @@ use driftless_crdt_model::identity::{self, IdentityKeys, PhoneRegion};
 use serde_json::{Value, json};
 
 use crate::auth::Claims;
+use crate::records::{Listing, RecordIndex};
 use crate::storage::Storage;
 
 /// Suggestions among the live (not deleted, not merged) contacts `claims` may read.
 pub fn suggestions(
     storage: &Storage,
+    index: &RecordIndex,
     claims: &Claims,
     region: PhoneRegion,
 ) -> Result<Value, String> {
-    let ids = storage
-        .workspace_documents(&claims.ws, None)
-        .map_err(|e| format!("listing workspace {}: {e}", claims.ws))?;
+    let listing = Listing {
+        workspace: &claims.ws,
+        record_type: Some(driftless_crdt_model::CONTACT),
+        include_deleted: false,
+        after: None,
+    };
+    let ids = index
+        .list(&listing, usize::MAX, |id| claims.in_scope(id))
+        .map_err(|e| format!("listing the contacts of workspace {}: {e}", claims.ws))?;
     let mut known: Vec<(DocumentId, IdentityKeys)> = Vec::new();
     for id in ids {
-        if !claims.in_scope(&id) {
-            continue;
-        }
         let doc = match storage.load_document(&id) {
             Ok(Some(doc)) => doc,
             Ok(None) => continue,

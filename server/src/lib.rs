@@ -21,6 +21,7 @@ pub mod identity;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod records;
 pub mod storage;
 pub mod writer;
 pub mod ws;
@@ -194,6 +195,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         auth: config.auth.clone().map(Arc::new),
         admission: limits::Admission::new(&config.limits),
         bridges: bridges.clone(),
+        records: records::RecordIndex::new(http_storage.clone()),
         storage: http_storage,
         phone_region: config.phone_region(),
     };
