@@ -456,13 +456,19 @@ async fn get_conflicts(
                 return Ok(None);
             }
             let sources = bridges.actor_sources();
-            let conflicts = driftless_crdt_model::field_conflicts(&stored.document, |actor| {
+            let mut conflicts = driftless_crdt_model::field_conflicts(&stored.document, |actor| {
                 sources
                     .get(actor.to_bytes())
                     .cloned()
                     .unwrap_or_else(|| "app".to_owned())
             })
             .map_err(|e| e.to_string())?;
+            // A field with a `[[policies]]` authority: that bridge's value is the winner.
+            if let Some(record_type) = driftless_crdt_model::record_type(&stored.document) {
+                bridges
+                    .policies()
+                    .apply_winners(&record_type, &mut conflicts);
+            }
             Ok(Some(serde_json::json!({ "conflicts": conflicts })))
         })
         .await

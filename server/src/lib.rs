@@ -157,6 +157,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
     // Bridges hold the database until `Bridges::shutdown`; the HTTP state until the server ends.
     let bridges = Arc::new(bridge::Bridges::start(
         &config.bridges,
+        &config.policies,
         &storage,
         net_tx.clone(),
     )?);
