@@ -1,6 +1,7 @@
 //! Record schemas over Automerge: the `calendar_event` and `contact` documents of the contracts,
 //! their canonical values (plain structs bridges keep as shadows), typed reading, field-level diff
-//! and apply, conflict listing and schema versions.
+//! and apply, conflict listing, schema versions, and recurrence (expanding an event into its
+//! occurrences; Microsoft Graph's recurrence patterns <-> RRULE) in [`recurrence`].
 //!
 //! # Invariants
 //! - A canonical value's JSON form is the document's JSON form (`to_json`), field for field; keys
@@ -23,6 +24,7 @@
 mod conflicts;
 mod model;
 mod read;
+pub mod recurrence;
 mod slots;
 mod time;
 mod write;

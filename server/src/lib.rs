@@ -20,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod occurrences;
 pub mod storage;
 pub mod writer;
 pub mod ws;
