@@ -312,3 +312,86 @@ fn instance_keys_for_every_form() {
     assert_eq!(key("2026-12-17T10:00:00"), "20261217T100000");
     assert_eq!(key("2026-12-17"), "20261217");
 }
+
+#[test]
+fn extreme_windows_and_dates_do_not_panic() {
+    let e = event(json!({
+        "start": "9999-12-31T23:00:00-05:00[America/New_York]",
+        "end": "9999-12-31T23:30:00-05:00[America/New_York]",
+        "recurrence": {"rules": {"0": "RRULE:FREQ=HOURLY"}}
+    }));
+    let early = event(json!({
+        "start": "0000-01-01",
+        "end": "9999-12-31",
+        "recurrence": {"rules": {"0": "RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"}}
+    }));
+    for e in [e, early] {
+        for (from, to) in [
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+            (at("9999-12-31T00:00:00Z"), DateTime::<Utc>::MAX_UTC),
+            (DateTime::<Utc>::MIN_UTC, at("0001-01-01T00:00:00Z")),
+        ] {
+            for zone in ["Pacific/Kiritimati", "Etc/GMT+12"] {
+                let _ = expand(&e, from, to, &in_zone(zone));
+            }
+        }
+    }
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// RRULE-shaped noise: real part names with values in and out of range.
+    fn rule() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            proptest::sample::select(vec![
+                "SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY", "X"
+            ])
+            .prop_map(|f| format!("FREQ={f}")),
+            (-5i64..70).prop_map(|n| format!("INTERVAL={n}")),
+            (-2i64..400).prop_map(|n| format!("COUNT={n}")),
+            "[0-9TZ]{0,17}".prop_map(|u| format!("UNTIL={u}")),
+            proptest::collection::vec(-60i64..400, 0..4).prop_map(|v| format!(
+                "{}={}",
+                [
+                    "BYMONTHDAY",
+                    "BYSETPOS",
+                    "BYYEARDAY",
+                    "BYWEEKNO",
+                    "BYMONTH",
+                    "BYHOUR",
+                    "BYMINUTE",
+                    "BYSECOND"
+                ][(v.len() * 3) % 8],
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            "(-?[0-9]{0,2}(MO|TU|WE|TH|FR|SA|SU|XX),?){0,3}".prop_map(|d| format!("BYDAY={d}")),
+            proptest::sample::select(vec!["WKST=SU", "WKST=QQ", "", ";", "=", "FREQ"])
+                .prop_map(String::from),
+        ];
+        let freq = proptest::sample::select(vec![
+            "SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY",
+        ]);
+        (freq, proptest::collection::vec(part, 0..4))
+            .prop_map(|(freq, parts)| format!("RRULE:FREQ={freq};{}", parts.join(";")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn arbitrary_rules_give_occurrences_or_errors(rule in rule(), all_day in any::<bool>()) {
+            let start = if all_day { "2026-03-29" } else { "2026-03-29T02:30:00[Europe/Berlin]" };
+            let e = event(json!({"start": start, "recurrence": {"rules": {"0": rule}}}));
+            let options = ExpandOptions { max_scanned: 20_000, ..in_zone("America/New_York") };
+            let _ = expand(&e, at("2026-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z"), &options);
+            let _ = driftless_crdt_model::recurrence::graph::from_rrule(
+                &rule,
+                &driftless_crdt_model::recurrence::graph::SeriesStart::of(&e).unwrap(),
+            );
+        }
+    }
+}

@@ -425,10 +425,15 @@ impl Series {
     fn lead(&self) -> TimeDelta {
         let length = match self.length {
             Length::Exact(len) => len,
-            Length::Days(n) => TimeDelta::days(i64::try_from(n).unwrap_or(i64::MAX / 86_400_000)),
+            Length::Days(n) => i64::try_from(n)
+                .ok()
+                .and_then(TimeDelta::try_days)
+                .unwrap_or(TimeDelta::MAX),
         };
         // One more day covers any difference between the window's zone and the series' offsets.
-        length + TimeDelta::days(1)
+        length
+            .checked_add(&TimeDelta::days(1))
+            .unwrap_or(TimeDelta::MAX)
     }
 }
 
@@ -441,8 +446,15 @@ pub fn expand(
 ) -> Result<Expansion, ExpandError> {
     let series = Series::read(event, options.zone)?;
     let set = rule::InstanceSet::build(&series, event.recurrence.as_ref())?;
-    let scan_from = series.wall(from) - series.lead();
-    let scan_to = series.wall(to) + TimeDelta::days(1);
+    // Saturating: no window or event length can make the arithmetic panic.
+    let scan_from = series
+        .wall(from)
+        .checked_sub_signed(series.lead())
+        .unwrap_or(NaiveDateTime::MIN);
+    let scan_to = series
+        .wall(to)
+        .checked_add_signed(TimeDelta::days(1))
+        .unwrap_or(NaiveDateTime::MAX);
 
     let mut expansion = Expansion::default();
     let mut listed = Vec::new();
@@ -472,7 +484,10 @@ pub fn expand(
         if !overlaps(&occurrence, from, to, options.zone) {
             continue;
         }
-        let probe = set.walls_between(wall, wall + TimeDelta::seconds(1), options.max_scanned);
+        let next = wall
+            .checked_add_signed(TimeDelta::seconds(1))
+            .unwrap_or(NaiveDateTime::MAX);
+        let probe = set.walls_between(wall, next, options.max_scanned);
         expansion.truncated |= probe.truncated;
         if probe.walls.contains(&wall) {
             listed.push(occurrence);

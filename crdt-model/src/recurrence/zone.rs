@@ -20,18 +20,19 @@ pub(super) fn place(zone: Tz, wall: NaiveDateTime, offset_minutes: Option<i32>) 
         }
         LocalResult::None => {
             // The offset a day earlier is the one before the gap (zones never change twice a day).
-            let before = zone
-                .offset_from_utc_datetime(&(wall - TimeDelta::days(1)))
-                .fix()
-                .local_minus_utc();
-            (wall - TimeDelta::seconds(i64::from(before))).and_utc()
+            let day_before = wall.checked_sub_signed(TimeDelta::days(1)).unwrap_or(wall);
+            let before = zone.offset_from_utc_datetime(&day_before).fix();
+            wall.checked_sub_offset(before).unwrap_or(wall).and_utc()
         }
     }
 }
 
 /// The wall time of `instant` in `zone`.
 pub(super) fn wall_in(zone: Tz, instant: DateTime<Utc>) -> NaiveDateTime {
-    instant.with_timezone(&zone).naive_local()
+    let utc = instant.naive_utc();
+    // At the ends of chrono's range the local time may not exist: stay at the UTC value.
+    utc.checked_add_offset(zone.offset_from_utc_datetime(&utc).fix())
+        .unwrap_or(utc)
 }
 
 #[cfg(test)]
