@@ -231,6 +231,30 @@ fn cases() -> Vec<Case> {
             "America/New_York",
         ),
         case(
+            "fourth_thursday_of_november_yearly",
+            event(
+                "Thanksgiving",
+                "2026-11-26",
+                Some("2026-11-27"),
+                &["RRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=4TH"],
+            ),
+            "2027-01-01T00:00:00Z",
+            "2027-12-31T00:00:00Z",
+            "America/Chicago",
+        ),
+        case(
+            "day_31_skips_short_months",
+            event(
+                "Month end",
+                "2026-01-31T16:00:00-05:00[America/New_York]",
+                None,
+                &["RRULE:FREQ=MONTHLY;BYMONTHDAY=31;COUNT=5"],
+            ),
+            "2026-01-01T00:00:00Z",
+            "2027-01-01T00:00:00Z",
+            "America/New_York",
+        ),
+        case(
             "all_day_yearly_leap_day",
             event(
                 "Leap day",
@@ -469,6 +493,10 @@ fn expansion_matches_python_dateutil() -> anyhow::Result<()> {
     assert!(starts("third_thursday").contains(&"2026-03-19T18:30:00+01:00".to_owned()));
     assert!(starts("last_weekday").contains(&"2026-05-29T17:00:00-04:00".to_owned()));
     assert!(starts("last_weekday").contains(&"2026-10-30T17:00:00-04:00".to_owned()));
+    assert_eq!(
+        starts("fourth_thursday_of_november_yearly"),
+        vec!["2027-11-25".to_owned()]
+    );
     assert_eq!(
         starts("all_day_yearly_leap_day"),
         vec!["2028-02-29".to_owned()]
