@@ -1,6 +1,7 @@
 //! Record schemas over Automerge: the `calendar_event`, `contact`, `company` and `deal` documents,
 //! their canonical values (plain structs bridges keep as shadows), typed reading, field-level diff
-//! and apply, conflict listing and schema versions.
+//! and apply, conflict listing, schema versions, and recurrence (expanding an event into its
+//! occurrences; Microsoft Graph's recurrence patterns <-> RRULE) in [`recurrence`].
 //!
 //! # Invariants
 //! - A canonical value's JSON form is the document's JSON form (`to_json`), field for field; keys
@@ -24,6 +25,7 @@ mod conflicts;
 pub mod identity;
 mod model;
 mod read;
+pub mod recurrence;
 mod slots;
 mod time;
 mod write;

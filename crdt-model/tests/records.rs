@@ -634,17 +634,30 @@ fn the_examples_in_the_app_docs_read_back_exactly() {
         .map(|rest| serde_json::from_str(&rest[..rest.find("```").unwrap()]).unwrap())
         .filter(|v: &serde_json::Value| v.get("type").is_some())
         .collect();
-    assert_eq!(blocks.len(), 2);
-    let event: CalendarEvent = serde_json::from_value(blocks[0].clone()).unwrap();
-    let contact: Contact = serde_json::from_value(blocks[1].clone()).unwrap();
-    let mut d = doc(BASE);
-    create_event(&mut d, &event).unwrap();
-    assert_eq!(read_event(&d).unwrap(), event);
-    assert_eq!(to_json(&d).unwrap(), blocks[0]);
-    let mut c = doc(BASE);
-    create_contact(&mut c, &contact).unwrap();
-    assert_eq!(read_contact(&c).unwrap(), contact);
-    assert_eq!(to_json(&c).unwrap(), blocks[1]);
+    let types: Vec<&str> = blocks.iter().filter_map(|b| b["type"].as_str()).collect();
+    assert_eq!(types, vec!["calendar_event", "contact", "deal"]);
+    for block in &blocks {
+        let mut d = doc(BASE);
+        match block["type"].as_str().unwrap() {
+            "calendar_event" => {
+                let event: CalendarEvent = serde_json::from_value(block.clone()).unwrap();
+                create_event(&mut d, &event).unwrap();
+                assert_eq!(read_event(&d).unwrap(), event);
+            }
+            "contact" => {
+                let contact: Contact = serde_json::from_value(block.clone()).unwrap();
+                create_contact(&mut d, &contact).unwrap();
+                assert_eq!(read_contact(&d).unwrap(), contact);
+            }
+            "deal" => {
+                let deal: Deal = serde_json::from_value(block.clone()).unwrap();
+                create_deal(&mut d, &deal).unwrap();
+                assert_eq!(read_deal(&d).unwrap(), deal);
+            }
+            other => panic!("unexpected example type {other}"),
+        }
+        assert_eq!(&to_json(&d).unwrap(), block);
+    }
 }
 
 #[test]

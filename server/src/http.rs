@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", get(get_records))
         .route("/v1/records/{document_id}/conflicts", get(get_conflicts))
         .route("/v1/identity/suggestions", get(get_identity_suggestions))
+        .route("/v1/calendar/occurrences", get(get_occurrences))
         .fallback(fallback)
         .with_state(state)
 }
@@ -499,6 +500,42 @@ async fn get_identity_suggestions(
     .map_err(|_| ApiError::shutting_down())?
     .map(Json)
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failed", e))
+}
+
+/// `GET /v1/calendar/occurrences?from=&to=[&tz=]`: see [`crate::occurrences`].
+async fn get_occurrences(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::occurrences::{self, OccurrenceQuery, OccurrencesError};
+    let claims = state.api_claims(&headers)?;
+    let query = OccurrenceQuery::parse(uri.query());
+    let storage = state.storage.clone();
+    let index = state.records.clone();
+    let answer = match query {
+        Ok(query) => tokio::task::spawn_blocking(move || {
+            occurrences::list(&storage, &index, &claims, &query)
+        })
+        .await
+        .map_err(|_| ApiError::shutting_down())?,
+        Err(e) => Err(e),
+    };
+    answer.map(Json).map_err(|e| match e {
+        OccurrencesError::BadQuery { code, message } => {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message)
+        }
+        OccurrencesError::TooMany => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_occurrences",
+            e.to_string(),
+        ),
+        OccurrencesError::Storage(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_failed",
+            e.to_string(),
+        ),
+    })
 }
 
 /// Upgrades to a WebSocket on any unrouted path; anything else is a JSON 404.

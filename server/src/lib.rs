@@ -21,6 +21,7 @@ pub mod identity;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod occurrences;
 pub mod records;
 pub mod storage;
 pub mod writer;

@@ -73,6 +73,13 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// venv's directory. Blocking; safe to call from several processes at once.
 pub fn ensure_venv(kind: DavServerKind) -> anyhow::Result<PathBuf> {
     let (package, version) = kind.package();
+    ensure_pip_venv(package, version, &[])
+}
+
+/// Makes sure `target/test-venv/<package>-<version>/` holds `package==version` plus the pinned
+/// `extra` requirements (`name==version`) and returns the venv's directory. Blocking; safe to
+/// call from several processes at once.
+pub fn ensure_pip_venv(package: &str, version: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let root = target_dir().join("test-venv");
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let venv = root.join(format!("{package}-{version}"));
@@ -103,8 +110,9 @@ pub fn ensure_venv(kind: DavServerKind) -> anyhow::Result<PathBuf> {
             "--disable-pip-version-check",
             "--no-input",
         ])
-        .arg(format!("{package}=={version}")))
-    .with_context(|| format!("pip install {package}=={version}"))?;
+        .arg(format!("{package}=={version}"))
+        .args(extra))
+    .with_context(|| format!("pip install {package}=={version} {}", extra.join(" ")))?;
     std::fs::write(&marker, format!("{package}=={version}\n"))?;
     Ok(venv)
 }
