@@ -781,3 +781,16 @@ fn canonical_contacts_survive_the_round_trip() {
         previous = Some(fresh);
     }
 }
+
+/// Found by `hostile_resources_never_panic`: whitespace (a space, a vertical tab) after an RRULE
+/// value must not make an unchanged event rewrite its rule line.
+#[test]
+fn stray_whitespace_after_a_rule_round_trips_byte_for_byte() {
+    let line = "RRULE:FREQ=WEEKLY;BYDAY=TH";
+    assert!(RESOURCE.contains(line));
+    for stray in [" ", "\u{b}"] {
+        let text = RESOURCE.replacen(line, &format!("{line}{stray}"), 1);
+        let ev = event_from_ical(&text).unwrap();
+        assert_eq!(event_to_ical(Some(&text), &ev, "u").unwrap(), text);
+    }
+}

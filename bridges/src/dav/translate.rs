@@ -1109,9 +1109,11 @@ pub fn event_to_ical(
             r.strip_prefix("RRULE:").unwrap_or(r)
         })
         .collect();
+    // Compared as trimmed values: a rule the provider wrote with stray whitespace around it reads
+    // back trimmed, and rewriting its line for that alone would be a write with no change.
     if p.rrules
         .iter()
-        .map(String::as_str)
+        .map(|r| r.trim())
         .ne(want_rules.iter().copied())
     {
         // Rewritten in slot order so the slots read back the same.
