@@ -1,8 +1,8 @@
 //! The Graph provider layer (client + sans-IO sync + translation) against the Graph fake: initial
 //! and incremental calendarView delta, stripped occurrences completed from their master,
 //! `@removed` told apart (deleted vs left the window), a 410 resync that merges without duplicates,
-//! a 412 race merged and retried, 429 honoured, quiet rounds that write nothing, contacts delta and
-//! the OAuth refresh on 401.
+//! a 412 race merged and retried, 429 honoured, quiet rounds that write nothing, contacts delta,
+//! the OAuth refresh on 401, and subscriptions with their validation handshake and notifications.
 //!
 //! `Mirror` below is a deliberately small in-memory runner (documents as canonical values, a link
 //! table of bundles): the server's real runner lands separately; this drives the same decisions.
@@ -20,6 +20,7 @@ use driftless_bridges::graph::sync::{
 use driftless_bridges::graph::translate::{
     EventBundle, EventWrite, contact_from_graph, contact_patch, event_from_graph, event_writes,
 };
+use driftless_bridges::graph::webhook::{Hint, subscription_body, triage, validation_token};
 use driftless_bridges::sync::{Removal, removal};
 use driftless_crdt_model::{CalendarEvent, Contact, Link};
 use driftless_tests::fakes::graph::{CLIENT_ID, CLIENT_SECRET, FakeGraph, REFRESH_TOKEN};
@@ -715,5 +716,177 @@ async fn contacts_delta_creates_updates_deletes_and_patches_only_changes() -> an
         "fields driftless does not map stay"
     );
     assert_eq!(fake.write_count(), 1);
+    Ok(())
+}
+
+/// A webhook receiver built on `graph::webhook`, as the server's endpoint will be: echoes
+/// validation tokens, triages batches, records the hints, answers 202.
+struct Receiver {
+    url: String,
+    hints: std::sync::Arc<std::sync::Mutex<Vec<(String, Hint)>>>,
+    rejected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn receiver(client_state: &'static str, echo_wrong: bool) -> anyhow::Result<Receiver> {
+    use axum::extract::{RawQuery, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    type Shared = (
+        std::sync::Arc<std::sync::Mutex<Vec<(String, Hint)>>>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    );
+    async fn hook(
+        State((hints, rejected)): State<Shared>,
+        axum::extract::Path(state): axum::extract::Path<String>,
+        RawQuery(query): RawQuery,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let (client_state, wrong) = state.split_once(':').unwrap_or((&state, "0"));
+        if let Some(token) = query.as_deref().and_then(validation_token) {
+            let token = if wrong == "1" {
+                format!("{token}x")
+            } else {
+                token
+            };
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain")],
+                token,
+            )
+                .into_response();
+        }
+        let expected = client_state.to_owned();
+        match triage(&body, &|_| Some(expected.clone())) {
+            Ok(t) => {
+                rejected.fetch_add(t.rejected, std::sync::atomic::Ordering::SeqCst);
+                let mut h = hints
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (sub, list) in t.hints {
+                    for hint in list {
+                        h.push((sub.clone(), hint));
+                    }
+                }
+                StatusCode::ACCEPTED.into_response()
+            }
+            Err(_) => StatusCode::BAD_REQUEST.into_response(),
+        }
+    }
+    let hints = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rejected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route("/webhooks/graph/{state}", axum::routing::post(hook))
+        .with_state((hints.clone(), rejected.clone()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Receiver {
+        url: format!(
+            "http://{addr}/webhooks/graph/{client_state}:{}",
+            u8::from(echo_wrong)
+        ),
+        hints,
+        rejected,
+        _task: task,
+    })
+}
+
+#[tokio::test]
+async fn subscriptions_validate_and_notifications_carry_client_state() -> anyhow::Result<()> {
+    let fake = FakeGraph::start().await?;
+    let client = client(&fake, 50)?;
+    let expiration = (chrono::Utc::now() + chrono::TimeDelta::days(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+
+    // A receiver that does not echo the token: no subscription.
+    let bad = receiver("cs-1", true).await?;
+    let refused = client
+        .create_subscription(&subscription_body(
+            "/me/events",
+            &bad.url,
+            None,
+            "cs-1",
+            &expiration,
+        ))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(fake.subscriptions().is_empty());
+    // Too long a lifetime is refused.
+    let good = receiver("cs-1", false).await?;
+    let too_long = (chrono::Utc::now() + chrono::TimeDelta::days(8))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert!(
+        client
+            .create_subscription(&subscription_body(
+                "/me/events",
+                &good.url,
+                None,
+                "cs-1",
+                &too_long
+            ))
+            .await
+            .is_err()
+    );
+
+    let sub = client
+        .create_subscription(&subscription_body(
+            "/me/events",
+            &good.url,
+            Some(&good.url),
+            "cs-1",
+            &expiration,
+        ))
+        .await?;
+    let sub_id = sub.id.clone().context("subscription id")?;
+    assert_eq!(sub.client_state.as_deref(), Some("cs-1"));
+
+    // A burst of changes is one batch; the receiver answers within Graph's 3 s budget.
+    let (status, took) = fake
+        .notify(&[
+            (&sub_id, "updated", "e1"),
+            (&sub_id, "created", "e2"),
+            (&sub_id, "updated", "e1"),
+        ])
+        .await?;
+    assert_eq!(status, 202);
+    assert!(took < Duration::from_secs(3));
+    assert_eq!(
+        good.hints.lock().unwrap().clone(),
+        vec![(sub_id.clone(), Hint::Pull)]
+    );
+    // A forged batch (wrong clientState) changes nothing.
+    fake.deliver_raw(
+        &sub_id,
+        false,
+        json!({"value": [{"subscriptionId": sub_id, "clientState": "guess", "changeType": "deleted"}]}),
+    )
+    .await?;
+    assert_eq!(good.rejected.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(good.hints.lock().unwrap().len(), 1);
+    // Lifecycle: missed means resync.
+    fake.lifecycle(&sub_id, "missed").await?;
+    assert_eq!(
+        good.hints.lock().unwrap().last(),
+        Some(&(sub_id.clone(), Hint::Resync))
+    );
+
+    // Renew, delete, and a renewal of a deleted subscription fails.
+    let renewed = client.renew_subscription(&sub_id, &expiration).await?;
+    assert_eq!(
+        renewed.and_then(|s| s.expiration_date_time),
+        Some(expiration.clone())
+    );
+    client.delete_subscription(&sub_id).await?;
+    assert!(
+        client
+            .renew_subscription(&sub_id, &expiration)
+            .await
+            .is_err()
+    );
     Ok(())
 }

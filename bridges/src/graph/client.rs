@@ -19,7 +19,7 @@ use super::sync::{
     CalendarChanges, CalendarPull, ContactChanges, ContactPull, ItemKind, Outgoing, Reply, Request,
     Step, SyncError, WriteJob, WriteOp, WriteOutcome, WriteStep,
 };
-use super::wire::{self, DeltaPage, Failure, TokenResponse};
+use super::wire::{self, DeltaPage, Failure, Subscription, TokenResponse};
 
 pub const DEFAULT_API_BASE: &str = "https://graph.microsoft.com/v1.0";
 pub const DEFAULT_TOKEN_URL: &str = "https://login.microsoftonline.com/common/oauth2/v2.0/token";
@@ -121,17 +121,32 @@ pub enum DriveError {
     Sync(#[from] SyncError),
 }
 
-#[derive(Debug)]
 struct AccessToken {
     value: String,
     expires_at: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct TokenState {
     access: Option<AccessToken>,
     /// A refresh token the server rotated to (replaces the configured one).
     rotated_refresh: Option<String>,
+}
+
+/// Says whether tokens are held, never what they are.
+impl std::fmt::Debug for TokenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenState")
+            .field(
+                "access",
+                &self.access.as_ref().map(|t| ("<redacted>", t.expires_at)),
+            )
+            .field(
+                "rotated_refresh",
+                &self.rotated_refresh.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Client for one mailbox. Cheap to clone; clones share the token and the counters.
@@ -439,6 +454,73 @@ impl GraphClient {
         })
     }
 
+    /// A subscription call: JSON in, the subscription (or nothing, for 204) out.
+    async fn subscription_call(
+        &self,
+        method: Method,
+        path: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Option<Subscription>, GraphError> {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("subscriptions");
+            if let Some(id) = path {
+                segments.push(id);
+            }
+        }
+        let what = format!("{method} {url}");
+        let answer = self.send(method, url.as_str(), None, body, false).await?;
+        if answer.status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            let detail = serde_json::from_str::<wire::ErrorBody>(&answer.body)
+                .map(|b| b.error)
+                .unwrap_or_default();
+            return Err(GraphError::Status {
+                what,
+                status: answer.status.as_u16(),
+                code: detail.code,
+                message: detail.message.chars().take(BODY_SNIPPET).collect(),
+            });
+        }
+        serde_json::from_str(&answer.body)
+            .map(Some)
+            .map_err(|e| GraphError::Body {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
+    /// `POST /subscriptions` (Graph validates the notification URL before answering 201); `body`
+    /// from [`super::webhook::subscription_body`].
+    pub async fn create_subscription(&self, body: &Value) -> Result<Subscription, GraphError> {
+        self.subscription_call(Method::POST, None, Some(body))
+            .await?
+            .ok_or_else(|| GraphError::Body {
+                what: "POST subscriptions".into(),
+                reason: "no subscription in the answer".into(),
+            })
+    }
+
+    /// `PATCH /subscriptions/{id}` with a new `expirationDateTime`.
+    pub async fn renew_subscription(
+        &self,
+        id: &str,
+        expiration: &str,
+    ) -> Result<Option<Subscription>, GraphError> {
+        let body = serde_json::json!({"expirationDateTime": expiration});
+        self.subscription_call(Method::PATCH, Some(id), Some(&body))
+            .await
+    }
+
+    /// `DELETE /subscriptions/{id}`.
+    pub async fn delete_subscription(&self, id: &str) -> Result<(), GraphError> {
+        self.subscription_call(Method::DELETE, Some(id), None)
+            .await
+            .map(|_| ())
+    }
+
     async fn exchange(&self, out: &Outgoing) -> Result<Reply, GraphError> {
         if !out.after.is_zero() {
             tokio::time::sleep(out.after).await;
@@ -498,5 +580,42 @@ impl GraphClient {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let mut config = GraphConfig::new("client-1", "refresh-SECRET-1");
+        config.client_secret = Some("client-SECRET-2".into());
+        let client = GraphClient::new(config).unwrap();
+        if let Ok(mut state) = client.token.try_lock() {
+            state.access = Some(AccessToken {
+                value: "access-SECRET-3".into(),
+                expires_at: Instant::now(),
+            });
+            state.rotated_refresh = Some("refresh-SECRET-4".into());
+        }
+        let shown = format!("{client:?} {:?}", client.config());
+        assert!(shown.contains("client-1"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn item_urls_escape_the_id_as_one_segment() {
+        let mut config = GraphConfig::new("c", "r");
+        config.api_base = "http://fake:1/v1.0/".into();
+        let client = GraphClient::new(config).unwrap();
+        assert_eq!(
+            client.item_url(ItemKind::Event, Some("AAMk/x?y=")).as_str(),
+            "http://fake:1/v1.0/me/events/AAMk%2Fx%3Fy="
+        );
+        assert_eq!(
+            client.item_url(ItemKind::Contact, None).as_str(),
+            "http://fake:1/v1.0/me/contacts"
+        );
     }
 }

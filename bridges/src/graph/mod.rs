@@ -7,6 +7,8 @@
 //!   (pure).
 //! - [`sync`]: delta rounds, master completion, removal probes, resync merging and conditional
 //!   writes as sans-IO state machines, plus the link-table plans.
+//! - [`webhook`]: change notifications (validation token, `clientState`, lifecycle events) as
+//!   pure decisions for the server's webhook endpoint.
 //! - [`client`]: a thin reqwest client (OAuth2 refresh-token flow) that executes the machines'
 //!   requests.
 
@@ -14,4 +16,5 @@ pub mod client;
 pub mod sync;
 pub mod translate;
 pub mod tz;
+pub mod webhook;
 pub mod wire;

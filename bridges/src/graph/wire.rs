@@ -470,6 +470,66 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
 }
 
+/// A change-notification subscription (`POST /subscriptions` body and answer).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `created,updated,deleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_url: Option<String>,
+    /// Only settable at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_notification_url: Option<String>,
+    /// `/me/events`, `/me/contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_date_time: Option<String>,
+    /// A secret Graph echoes in every notification; compare it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_state: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One entry of a notification batch: a change (`changeType`) or a lifecycle event
+/// (`lifecycleEvent`: `missed`, `subscriptionRemoved`, `reauthorizationRequired`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    #[serde(default)]
+    pub subscription_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_expiration_date_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `{"value": [...]}`: Graph batches notifications, possibly of several subscriptions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotificationBatch {
+    #[serde(default)]
+    pub value: Vec<Notification>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,11 @@
 //!   UTC with the zone kept in `originalStartTimeZone`, as Graph answers without `Prefer:
 //!   outlook.timezone`.
 //! - `POST /oauth2/v2.0/token`: the refresh-token grant; API calls need a current access token.
+//! - `POST|PATCH|DELETE /v1.0/subscriptions[/{id}]`: `clientState` required, lifetime at most
+//!   10,080 minutes, and the validation handshake on the notification (and lifecycle) URL before
+//!   answering 201: a POST with `?validationToken=` that must be echoed as `text/plain` within the
+//!   time budget (10 s). [`FakeGraph::notify`] / [`FakeGraph::lifecycle`] deliver batches carrying
+//!   `clientState`; [`FakeGraph::deliver_raw`] sends anything (forged or duplicated batches).
 //!
 //! Faults from the tests: [`FakeGraph::expire_delta_tokens`] (410 `SyncStateNotFound`),
 //! [`FakeGraph::throttle_next`] (429 with `Retry-After`), [`FakeGraph::revoke_access_tokens`]
@@ -107,6 +112,8 @@ struct FakeState {
     token_requests: u64,
     log: Vec<Logged>,
     default_page_size: usize,
+    subscriptions: BTreeMap<String, Value>,
+    validation_timeout: std::time::Duration,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -1011,6 +1018,148 @@ async fn create_contact(State(s): State<Shared>, body: Bytes) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Subscriptions
+// ---------------------------------------------------------------------------------------------
+
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    format!("{url}{sep}{key}={encoded}")
+}
+
+/// Graph's validation handshake against one URL: `Ok(())` when it echoed the token in time.
+async fn validate(url: &str, budget: std::time::Duration) -> Result<(), String> {
+    let token = format!(
+        "Validation: Testing client application reachability for subscription Request-Id: {}",
+        rand::random::<u32>()
+    );
+    let http = reqwest::Client::builder()
+        .timeout(budget)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = http
+        .post(with_query(url, "validationToken", &token))
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .send()
+        .await
+        .map_err(|e| format!("validation request to {url} failed: {e}"))?;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if status != StatusCode::OK || !plain || body != token {
+        return Err(format!(
+            "{url} answered {status} (text/plain: {plain}) with {body:?} instead of the token"
+        ));
+    }
+    Ok(())
+}
+
+/// The requested `expirationDateTime`, or the `(code, message)` Graph refuses it with.
+fn expiration_ok(v: &Value) -> Result<String, (&'static str, &'static str)> {
+    let exp = v
+        .get("expirationDateTime")
+        .and_then(Value::as_str)
+        .ok_or(("InvalidRequest", "expirationDateTime is required"))?;
+    let at = parse_iso(exp).ok_or(("InvalidRequest", "expirationDateTime is not ISO 8601"))?;
+    let now = chrono::Utc::now().naive_utc();
+    if at <= now || at > now + TimeDelta::minutes(10_080) {
+        return Err((
+            "ExtensionError",
+            "Subscription expiration can only be 10080 minutes in the future.",
+        ));
+    }
+    Ok(exp.to_owned())
+}
+
+async fn create_subscription(State(s): State<Shared>, body: Bytes) -> Response {
+    let Some(mut sub) = parse_body(&body) else {
+        return bad_body();
+    };
+    for required in ["changeType", "notificationUrl", "resource", "clientState"] {
+        if sub
+            .get(required)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                &format!("{required} is required"),
+            );
+        }
+    }
+    if let Err((code, message)) = expiration_ok(&sub) {
+        return graph_error(StatusCode::BAD_REQUEST, code, message);
+    }
+    let budget = lock(&s).validation_timeout;
+    let urls: Vec<String> = ["notificationUrl", "lifecycleNotificationUrl"]
+        .iter()
+        .filter_map(|k| sub.get(*k).and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    for url in urls {
+        if let Err(reason) = validate(&url, budget).await {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                &format!("Subscription validation request failed: {reason}"),
+            );
+        }
+    }
+    let mut st = lock(&s);
+    let id = format!("sub-{}", st.bump());
+    if let Some(obj) = sub.as_object_mut() {
+        obj.insert("id".into(), json!(id));
+        obj.insert("applicationId".into(), json!(CLIENT_ID));
+    }
+    st.subscriptions.insert(id, sub.clone());
+    ok_json(StatusCode::CREATED, &sub)
+}
+
+async fn subscription_item(
+    State(s): State<Shared>,
+    method: Method,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut st = lock(&s);
+    if !st.subscriptions.contains_key(&id) {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "The object was not found.",
+        );
+    }
+    match method {
+        Method::PATCH => {
+            let Some(patch) = parse_body(&body) else {
+                return bad_body();
+            };
+            let exp = match expiration_ok(&patch) {
+                Ok(e) => e,
+                Err((code, message)) => {
+                    return graph_error(StatusCode::BAD_REQUEST, code, message);
+                }
+            };
+            let Some(sub) = st.subscriptions.get_mut(&id) else {
+                return not_found();
+            };
+            sub["expirationDateTime"] = json!(exp);
+            let sub = sub.clone();
+            ok_json(StatusCode::OK, &sub)
+        }
+        Method::DELETE => {
+            st.subscriptions.remove(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Test API
 // ---------------------------------------------------------------------------------------------
 
@@ -1024,6 +1173,7 @@ impl FakeGraph {
         let state: Shared = Arc::new(Mutex::new(FakeState {
             base: format!("http://{addr}/v1.0"),
             default_page_size: 10,
+            validation_timeout: std::time::Duration::from_secs(10),
             ..FakeState::default()
         }));
         let app = Router::new()
@@ -1039,6 +1189,11 @@ impl FakeGraph {
             .route(
                 "/v1.0/me/contacts/{id}",
                 get(contact_item).patch(contact_item).delete(contact_item),
+            )
+            .route("/v1.0/subscriptions", post(create_subscription))
+            .route(
+                "/v1.0/subscriptions/{id}",
+                axum::routing::patch(subscription_item).delete(subscription_item),
             )
             .layer(middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state.clone());
@@ -1164,6 +1319,104 @@ impl FakeGraph {
 
     pub fn clear_log(&self) {
         self.st().log.clear();
+    }
+
+    /// Live subscriptions.
+    pub fn subscriptions(&self) -> Vec<Value> {
+        self.st().subscriptions.values().cloned().collect()
+    }
+
+    pub fn set_validation_timeout(&self, budget: std::time::Duration) {
+        self.st().validation_timeout = budget;
+    }
+
+    /// POSTs `body` to a subscription's notification URL (or its lifecycle URL); returns the
+    /// receiver's status and how long it took to answer.
+    pub async fn deliver_raw(
+        &self,
+        subscription: &str,
+        lifecycle: bool,
+        body: Value,
+    ) -> anyhow::Result<(u16, std::time::Duration)> {
+        let sub = self
+            .st()
+            .subscriptions
+            .get(subscription)
+            .cloned()
+            .with_context(|| format!("no subscription {subscription}"))?;
+        let url = lifecycle
+            .then(|| sub.get("lifecycleNotificationUrl").and_then(Value::as_str))
+            .flatten()
+            .or_else(|| sub.get("notificationUrl").and_then(Value::as_str))
+            .context("subscription without a URL")?
+            .to_owned();
+        let started = std::time::Instant::now();
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("delivering to {url}"))?;
+        Ok((resp.status().as_u16(), started.elapsed()))
+    }
+
+    /// Delivers one change notification per `(subscription, changeType, event id)`, batched as
+    /// Graph does, each carrying its subscription's `clientState`.
+    pub async fn notify(
+        &self,
+        changes: &[(&str, &str, &str)],
+    ) -> anyhow::Result<(u16, std::time::Duration)> {
+        let Some((first, _, _)) = changes.first() else {
+            anyhow::bail!("no changes to notify");
+        };
+        let value: Vec<Value> = {
+            let st = self.st();
+            changes
+                .iter()
+                .map(|(sub, change, id)| {
+                    let s = st.subscriptions.get(*sub).cloned().unwrap_or_default();
+                    json!({
+                        "subscriptionId": sub,
+                        "subscriptionExpirationDateTime": s.get("expirationDateTime"),
+                        "changeType": change,
+                        "resource": format!("Users/fake-user/Events/{id}"),
+                        "resourceData": {
+                            "@odata.type": "#Microsoft.Graph.Event",
+                            "@odata.id": format!("Users/fake-user/Events/{id}"),
+                            "id": id
+                        },
+                        "clientState": s.get("clientState"),
+                        "tenantId": "fake-tenant"
+                    })
+                })
+                .collect()
+        };
+        self.deliver_raw(first, false, json!({"value": value}))
+            .await
+    }
+
+    /// Delivers a lifecycle event (`missed`, `subscriptionRemoved`, `reauthorizationRequired`)
+    /// to the subscription's lifecycle URL.
+    pub async fn lifecycle(
+        &self,
+        subscription: &str,
+        event: &str,
+    ) -> anyhow::Result<(u16, std::time::Duration)> {
+        let s = self
+            .st()
+            .subscriptions
+            .get(subscription)
+            .cloned()
+            .unwrap_or_default();
+        let body = json!({"value": [{
+            "subscriptionId": subscription,
+            "subscriptionExpirationDateTime": s.get("expirationDateTime"),
+            "tenantId": "fake-tenant",
+            "clientState": s.get("clientState"),
+            "lifecycleEvent": event
+        }]});
+        self.deliver_raw(subscription, true, body).await
     }
 
     /// The raw `Map` of a JSON object (for building rows in tests).
