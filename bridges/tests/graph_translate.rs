@@ -4,7 +4,7 @@
 
 use driftless_bridges::graph::translate::{
     EventBundle, EventWrite, contact_from_graph, contact_patch, event_create_body,
-    event_from_graph, event_writes, original_uid, series_uid,
+    event_from_graph, event_writes, original_uid, response_write, series_uid,
 };
 use driftless_crdt_model::{Override, SlotKind};
 use serde_json::{Value, json};
@@ -543,4 +543,35 @@ fn contacts_keep_their_slots_and_patch_only_changes() {
     reformatted["businessPhones"] = json!(["+12025550100"]);
     assert!(contact_patch(&reformatted, &first).is_empty());
     assert_eq!(SlotKind::Phone.normalize("+1 202 555 0100"), "+12025550100");
+}
+
+#[test]
+fn responses_are_sent_from_attendee_copies_only() {
+    let row = single(json!({
+        "isOrganizer": false,
+        "responseStatus": {"response": "tentativelyAccepted", "time": "2026-11-02T00:00:00Z"}
+    }));
+    let bundle = EventBundle::single(row);
+    assert!(!bundle.is_organizer());
+    let mut event = event_from_graph(&bundle, BRIDGE).unwrap();
+    // Cy is this mailbox and already answered tentatively.
+    assert_eq!(response_write(&bundle, &event, "Cy@Example.com"), None);
+    event.attendees.get_mut("cy@example.com").unwrap().response = Some("declined".into());
+    assert_eq!(
+        response_write(&bundle, &event, "cy@example.com"),
+        Some(EventWrite::Respond {
+            id: "AAMkEV1=".into(),
+            action: "decline".into(),
+            body: json!({"sendResponse": true}),
+        })
+    );
+    // An answer cannot be withdrawn; an address not invited has nothing to send.
+    event.attendees.get_mut("cy@example.com").unwrap().response = Some("needs_action".into());
+    assert_eq!(response_write(&bundle, &event, "cy@example.com"), None);
+    assert_eq!(response_write(&bundle, &event, "zed@example.com"), None);
+    // The organizer's copy never sends a response.
+    let organizer = EventBundle::single(single(json!({"isOrganizer": true})));
+    let mut event = event_from_graph(&organizer, BRIDGE).unwrap();
+    event.attendees.get_mut("cy@example.com").unwrap().response = Some("declined".into());
+    assert_eq!(response_write(&organizer, &event, "cy@example.com"), None);
 }

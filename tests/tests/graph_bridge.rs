@@ -14,11 +14,12 @@ use anyhow::{Context, bail};
 use driftless_bridges::graph::client::{GraphClient, GraphConfig};
 use driftless_bridges::graph::sync::{
     CalendarPlan, CalendarPull, ContactPlan, ContactPull, ItemKind, KnownEvent, Outgoing,
-    RetryPolicy, Window, WriteJob, WriteOp, WriteOutcome, WriteStep, apply_series,
+    RetryPolicy, Window, WriteJob, WriteOp, WriteOutcome, WriteStep, bundle_after,
     calendar_delta_url, contacts_delta_url, plan_calendar, plan_contacts,
 };
 use driftless_bridges::graph::translate::{
     EventBundle, EventWrite, contact_from_graph, contact_patch, event_from_graph, event_writes,
+    response_write,
 };
 use driftless_bridges::graph::webhook::{Hint, subscription_body, triage, validation_token};
 use driftless_bridges::sync::{Removal, removal};
@@ -133,18 +134,6 @@ impl Mirror {
         Ok(())
     }
 
-    fn bundle_for(
-        &self,
-        id: &str,
-        stored: Option<EventBundle>,
-        changes: &driftless_bridges::graph::sync::CalendarChanges,
-    ) -> Option<EventBundle> {
-        if let Some(row) = changes.singles.get(id) {
-            return Some(EventBundle::single(row.clone()));
-        }
-        changes.series.get(id).and_then(|c| apply_series(stored, c))
-    }
-
     async fn pull(&mut self) -> anyhow::Result<CalendarPlan> {
         let known = self.known();
         let pull = CalendarPull::new(
@@ -157,7 +146,7 @@ impl Mirror {
         let changes = self.client.run_calendar_pull(pull).await?;
         let plan = plan_calendar(&known, &changes);
         for id in &plan.creates {
-            let Some(bundle) = self.bundle_for(id, None, &changes) else {
+            let Some(bundle) = bundle_after(id, None, &changes) else {
                 continue;
             };
             self.next_doc += 1;
@@ -167,7 +156,7 @@ impl Mirror {
         }
         for (id, doc) in &plan.updates {
             let stored = self.links.get(id).map(|(_, b)| b.clone());
-            let Some(bundle) = self.bundle_for(id, stored, &changes) else {
+            let Some(bundle) = bundle_after(id, stored, &changes) else {
                 continue;
             };
             self.import(doc, id, &bundle)?;
@@ -175,7 +164,7 @@ impl Mirror {
         }
         for (doc, old, new) in &plan.relinks {
             self.links.remove(old);
-            let Some(bundle) = self.bundle_for(new, None, &changes) else {
+            let Some(bundle) = bundle_after(new, None, &changes) else {
                 continue;
             };
             self.import(doc, new, &bundle)?;
@@ -213,10 +202,7 @@ impl Mirror {
         let mut pending = event_writes(&bundle, &event)?;
         while let Some(write) = pending.first().cloned() {
             pending.remove(0);
-            let op = match write {
-                EventWrite::Patch { id, etag, body } => WriteOp::Patch { id, etag, body },
-                EventWrite::Delete { id, etag } => WriteOp::Delete { id, etag },
-            };
+            let op = WriteOp::from(write);
             let target = op.id().unwrap_or_default().to_owned();
             let mut job = WriteJob::new(ItemKind::Event, op, retry());
             let mut step = job.start();
@@ -250,18 +236,15 @@ impl Mirror {
                         let next = event_writes(&bundle, &merged)?
                             .into_iter()
                             .find(|w| matches!(w, EventWrite::Patch { id, .. } | EventWrite::Delete { id, .. } if *id == target));
-                        step = job.rebase(next.map(|w| match w {
-                            EventWrite::Patch { id, etag, body } => {
-                                WriteOp::Patch { id, etag, body }
-                            }
-                            EventWrite::Delete { id, etag } => WriteOp::Delete { id, etag },
-                        }));
+                        step = job.rebase(next.map(WriteOp::from));
                     }
                     WriteStep::Done(outcome) => {
                         match outcome {
                             WriteOutcome::Stored(row) => bundle.replace_row(&target, row),
                             WriteOutcome::Deleted => bundle.cancel_instance(&target),
-                            WriteOutcome::Gone | WriteOutcome::NothingToWrite => {}
+                            WriteOutcome::Gone
+                            | WriteOutcome::NothingToWrite
+                            | WriteOutcome::Accepted => {}
                         }
                         break;
                     }
@@ -887,6 +870,63 @@ async fn subscriptions_validate_and_notifications_carry_client_state() -> anyhow
             .renew_subscription(&sub_id, &expiration)
             .await
             .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_attendee_response_reaches_the_attendee_mailbox() -> anyhow::Result<()> {
+    let fake = FakeGraph::start().await?;
+    fake.set_owner("bob@example.com");
+    let mut row = event_row("invite", 20, 9);
+    row["isOrganizer"] = json!(false);
+    row["responseStatus"] = json!({"response": "notResponded", "time": "0001-01-01T00:00:00Z"});
+    row["attendees"][0]["status"] = json!({"response": "none", "time": "0001-01-01T00:00:00Z"});
+    let id = fake.put_event(row);
+    let client = client(&fake, 50)?;
+    let me = client.mailbox_address().await?;
+    assert_eq!(me, "bob@example.com");
+    let mut mirror = Mirror::new(client.clone(), &fake.api_base());
+    mirror.pull().await?;
+    let (doc_id, doc) = mirror.doc_by_title("invite").context("invite")?;
+    assert_eq!(doc.attendees[&me].response.as_deref(), Some("needs_action"));
+    let (_, bundle) = mirror.links[&id].clone();
+    assert!(!bundle.is_organizer());
+    assert_eq!(response_write(&bundle, &doc, &me), None);
+
+    // The app accepts on Bob's behalf: one POST accept, no PATCH of the shared fields.
+    let mut accepted = doc.clone();
+    if let Some(a) = accepted.attendees.get_mut(&me) {
+        a.response = Some("accepted".into());
+    }
+    let write = response_write(&bundle, &accepted, &me).context("a response to send")?;
+    assert!(matches!(&write, EventWrite::Respond { action, .. } if action == "accept"));
+    fake.clear_log();
+    let outcome = client
+        .run_write(
+            WriteJob::new(ItemKind::Event, WriteOp::from(write), retry()),
+            |_| None,
+        )
+        .await?;
+    assert_eq!(outcome, WriteOutcome::Accepted);
+    let log: Vec<(String, String, u16)> = fake
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.status))
+        .collect();
+    assert_eq!(
+        log,
+        vec![("POST".into(), format!("/v1.0/me/events/{id}/accept"), 202)]
+    );
+    mirror.docs.insert(doc_id.clone(), accepted);
+    mirror.pull().await?;
+    let doc = &mirror.docs[&doc_id];
+    assert_eq!(doc.attendees[&me].response.as_deref(), Some("accepted"));
+    let (_, bundle) = mirror.links[&id].clone();
+    assert_eq!(
+        response_write(&bundle, doc, &me),
+        None,
+        "answered: nothing more to send"
     );
     Ok(())
 }

@@ -407,6 +407,19 @@ impl GraphClient {
                     Some(body.clone()),
                     false,
                 ),
+                WriteOp::Action { id, action, body } => {
+                    let mut url = self.item_url(*kind, Some(id));
+                    if let Ok(mut segments) = url.path_segments_mut() {
+                        segments.push(action);
+                    }
+                    (
+                        Method::POST,
+                        url.to_string(),
+                        None,
+                        Some(body.clone()),
+                        false,
+                    )
+                }
             },
         };
         let what = format!("{method} {url}");
@@ -415,7 +428,19 @@ impl GraphClient {
             .await?;
         if answer.status.is_success() {
             if answer.status == StatusCode::NO_CONTENT || answer.body.trim().is_empty() {
-                return Ok(Reply::Deleted);
+                return Ok(
+                    if matches!(
+                        request,
+                        Request::Write {
+                            op: WriteOp::Delete { .. },
+                            ..
+                        }
+                    ) {
+                        Reply::Deleted
+                    } else {
+                        Reply::Accepted
+                    },
+                );
             }
             let json = |reason: serde_json::Error| GraphError::Body {
                 what: what.clone(),
@@ -519,6 +544,34 @@ impl GraphClient {
         self.subscription_call(Method::DELETE, Some(id), None)
             .await
             .map(|_| ())
+    }
+
+    /// The mailbox's address (`GET /me`: `mail`, else `userPrincipalName`), which keys its own
+    /// entry in `attendees`.
+    pub async fn mailbox_address(&self) -> Result<String, GraphError> {
+        let url = format!("{}me", self.base);
+        let what = format!("GET {url}");
+        let answer = self.send(Method::GET, &url, None, None, false).await?;
+        if !answer.status.is_success() {
+            return Err(GraphError::Status {
+                what,
+                status: answer.status.as_u16(),
+                code: String::new(),
+                message: answer.body.chars().take(BODY_SNIPPET).collect(),
+            });
+        }
+        let me: Value = serde_json::from_str(&answer.body).map_err(|e| GraphError::Body {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+        ["mail", "userPrincipalName"]
+            .iter()
+            .find_map(|k| me.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+            .map(str::to_owned)
+            .ok_or(GraphError::Body {
+                what,
+                reason: "neither mail nor userPrincipalName".into(),
+            })
     }
 
     async fn exchange(&self, out: &Outgoing) -> Result<Reply, GraphError> {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
-use super::translate::{EventBundle, key_instant, series_uid};
+use super::translate::{EventBundle, EventWrite, key_instant, series_uid};
 use super::wire::{DeltaPage, DeltaRow};
 
 // ---------------------------------------------------------------------------------------------
@@ -55,12 +55,30 @@ pub enum WriteOp {
     Delete { id: String, etag: Option<String> },
     /// `POST /me/{events,contacts}`.
     Create { body: Value },
+    /// `POST /me/events/{id}/{action}` (a meeting response; no precondition).
+    Action {
+        id: String,
+        action: String,
+        body: Value,
+    },
+}
+
+impl From<EventWrite> for WriteOp {
+    fn from(w: EventWrite) -> Self {
+        match w {
+            EventWrite::Patch { id, etag, body } => WriteOp::Patch { id, etag, body },
+            EventWrite::Delete { id, etag } => WriteOp::Delete { id, etag },
+            EventWrite::Respond { id, action, body } => WriteOp::Action { id, action, body },
+        }
+    }
 }
 
 impl WriteOp {
     pub fn id(&self) -> Option<&str> {
         match self {
-            WriteOp::Patch { id, .. } | WriteOp::Delete { id, .. } => Some(id),
+            WriteOp::Patch { id, .. } | WriteOp::Delete { id, .. } | WriteOp::Action { id, .. } => {
+                Some(id)
+            }
             WriteOp::Create { .. } => None,
         }
     }
@@ -85,6 +103,8 @@ pub enum Reply {
     Item(Value),
     /// 204 after a DELETE.
     Deleted,
+    /// 202 (or another empty success) after a POST action such as `accept`.
+    Accepted,
     NotFound,
     SyncStateNotFound,
     /// 412.
@@ -733,6 +753,19 @@ pub fn apply_series(stored: Option<EventBundle>, change: &SeriesChange) -> Optio
     Some(bundle)
 }
 
+/// The bundle to store for `id` after a round: a listed single's row, or the stored series bundle
+/// (`stored`) with the round's news applied. `None` when the round says nothing about `id`.
+pub fn bundle_after(
+    id: &str,
+    stored: Option<EventBundle>,
+    changes: &CalendarChanges,
+) -> Option<EventBundle> {
+    if let Some(row) = changes.singles.get(id) {
+        return Some(EventBundle::single(row.clone()));
+    }
+    changes.series.get(id).and_then(|c| apply_series(stored, c))
+}
+
 /// What a calendar round does to the link table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CalendarPlan {
@@ -925,6 +958,8 @@ pub enum WriteOutcome {
     Gone,
     /// After a merge, nothing was left to write.
     NothingToWrite,
+    /// An action (meeting response) was accepted; the next pull shows its effect.
+    Accepted,
 }
 
 /// What the runner does next with a write.
@@ -969,6 +1004,7 @@ impl WriteJob {
             WriteOp::Patch { id, .. } => format!("PATCH {id}"),
             WriteOp::Delete { id, .. } => format!("DELETE {id}"),
             WriteOp::Create { .. } => "POST (create)".into(),
+            WriteOp::Action { id, action, .. } => format!("POST {id}/{action}"),
         }
     }
 
@@ -1013,6 +1049,7 @@ impl WriteJob {
         match reply {
             Reply::Item(v) => Ok(WriteStep::Done(WriteOutcome::Stored(v))),
             Reply::Deleted => Ok(WriteStep::Done(WriteOutcome::Deleted)),
+            Reply::Accepted => Ok(WriteStep::Done(WriteOutcome::Accepted)),
             Reply::NotFound => Ok(WriteStep::Done(match self.op {
                 WriteOp::Delete { .. } => WriteOutcome::Deleted,
                 _ => WriteOutcome::Gone,

@@ -501,6 +501,15 @@ impl EventBundle {
             || self.event.get("recurrence").is_some_and(|r| !r.is_null())
     }
 
+    /// Whether this mailbox organizes the meeting (`isOrganizer`; absent reads as organizer, as for
+    /// a plain appointment). Only the organizer's copy carries shared-field edits.
+    pub fn is_organizer(&self) -> bool {
+        self.event
+            .get("isOrganizer")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
     pub fn is_all_day(&self) -> bool {
         self.event
             .get("isAllDay")
@@ -937,6 +946,55 @@ pub enum EventWrite {
     },
     /// `DELETE /me/events/{id}` (a cancelled occurrence).
     Delete { id: String, etag: Option<String> },
+    /// `POST /me/events/{id}/{action}` (`accept`, `decline`, `tentativelyAccept`): the mailbox
+    /// owner's response to a meeting organized elsewhere.
+    Respond {
+        id: String,
+        action: String,
+        body: Value,
+    },
+}
+
+/// What this mailbox answered, in canonical terms (`responseStatus.response`).
+fn own_response(row: &Value) -> Option<String> {
+    response_of(
+        row.pointer("/responseStatus/response")
+            .and_then(Value::as_str),
+    )
+}
+
+/// The response to send when the canonical event says this mailbox (`mailbox`, its address) answers
+/// differently from what Graph has: `accepted` -> `accept`, `declined` -> `decline`, `tentative` ->
+/// `tentativelyAccept`. `None` for the organizer's own copy, for `needs_action` (an answer cannot
+/// be withdrawn) and when nothing differs. Shared fields of a copy the mailbox does not organize are
+/// the runner's to hold back (see [`EventBundle::is_organizer`]).
+pub fn response_write(
+    bundle: &EventBundle,
+    event: &CalendarEvent,
+    mailbox: &str,
+) -> Option<EventWrite> {
+    if bundle.is_organizer() {
+        return None;
+    }
+    let want = event
+        .attendees
+        .get(&mailbox.trim().to_lowercase())?
+        .response
+        .as_deref()?;
+    if own_response(&bundle.event).as_deref() == Some(want) {
+        return None;
+    }
+    let action = match want {
+        "accepted" => "accept",
+        "declined" => "decline",
+        "tentative" => "tentativelyAccept",
+        _ => return None,
+    };
+    Some(EventWrite::Respond {
+        id: bundle.id().to_owned(),
+        action: action.to_owned(),
+        body: json!({"sendResponse": true}),
+    })
 }
 
 /// The attendees array for `want`, starting from each attendee's current entry (so its `status`

@@ -15,6 +15,8 @@
 //!   an exception, DELETE of an occurrence cancels it. Times written in a named zone are stored in
 //!   UTC with the zone kept in `originalStartTimeZone`, as Graph answers without `Prefer:
 //!   outlook.timezone`.
+//! - `POST /v1.0/me/events/{id}/{accept,decline,tentativelyAccept}` (202; only on a copy the
+//!   mailbox does not organize) and `GET /v1.0/me` (the owner's address).
 //! - `POST /oauth2/v2.0/token`: the refresh-token grant; API calls need a current access token.
 //! - `POST|PATCH|DELETE /v1.0/subscriptions[/{id}]`: `clientState` required, lifetime at most
 //!   10,080 minutes, and the validation handshake on the notification (and lifecycle) URL before
@@ -114,6 +116,8 @@ struct FakeState {
     default_page_size: usize,
     subscriptions: BTreeMap<String, Value>,
     validation_timeout: std::time::Duration,
+    /// The mailbox owner's address (`GET /me`, meeting responses).
+    owner: String,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -623,6 +627,40 @@ impl FakeState {
         true
     }
 
+    /// `accept` / `decline` / `tentativelyAccept` by the mailbox owner.
+    fn respond(&mut self, id: &str, action: &str) -> Option<Value> {
+        let response = match action {
+            "accept" => "accepted",
+            "decline" => "declined",
+            "tentativelyAccept" => "tentativelyAccepted",
+            _ => return None,
+        };
+        let row = self.event_row(id)?;
+        if row.get("isOrganizer").and_then(Value::as_bool) != Some(false) {
+            return None; // the organizer does not answer their own meeting
+        }
+        let owner = self.owner.clone();
+        let mut attendees = row.get("attendees").cloned().unwrap_or_else(|| json!([]));
+        if let Some(list) = attendees.as_array_mut() {
+            for a in list {
+                let mine = a
+                    .pointer("/emailAddress/address")
+                    .and_then(Value::as_str)
+                    .is_some_and(|x| x.eq_ignore_ascii_case(&owner));
+                if mine {
+                    a["status"] = json!({"response": response, "time": "2026-11-01T00:00:00Z"});
+                }
+            }
+        }
+        self.patch_event(
+            id,
+            &json!({
+                "responseStatus": {"response": response, "time": "2026-11-01T00:00:00Z"},
+                "attendees": attendees
+            }),
+        )
+    }
+
     fn upsert_contact(&mut self, id: Option<&str>, patch: &Value) -> Option<Value> {
         let id = match id {
             Some(id) => id.to_owned(),
@@ -939,6 +977,32 @@ async fn event_item(
     }
 }
 
+async fn event_action(
+    State(s): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let mut st = lock(&s);
+    if st.event_row(&id).is_none() {
+        return not_found();
+    }
+    match st.respond(&id, &action) {
+        Some(_) => StatusCode::ACCEPTED.into_response(),
+        None => graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "Your request can't be completed. You can't respond to this meeting.",
+        ),
+    }
+}
+
+async fn me(State(s): State<Shared>) -> Response {
+    let owner = lock(&s).owner.clone();
+    ok_json(
+        StatusCode::OK,
+        &json!({"id": "fake-user", "mail": owner, "userPrincipalName": owner}),
+    )
+}
+
 async fn create_event(State(s): State<Shared>, body: Bytes) -> Response {
     let row = match parse_body(&body) {
         Some(p) => p,
@@ -1174,13 +1238,16 @@ impl FakeGraph {
             base: format!("http://{addr}/v1.0"),
             default_page_size: 10,
             validation_timeout: std::time::Duration::from_secs(10),
+            owner: "me@example.com".into(),
             ..FakeState::default()
         }));
         let app = Router::new()
             .route("/oauth2/v2.0/token", post(token))
             .route("/v1.0/me/calendarView/delta", get(calendar_delta))
             .route("/v1.0/me/contacts/delta", get(contacts_delta))
+            .route("/v1.0/me", get(me))
             .route("/v1.0/me/events", post(create_event))
+            .route("/v1.0/me/events/{id}/{action}", post(event_action))
             .route(
                 "/v1.0/me/events/{id}",
                 get(event_item).patch(event_item).delete(event_item),
@@ -1319,6 +1386,11 @@ impl FakeGraph {
 
     pub fn clear_log(&self) {
         self.st().log.clear();
+    }
+
+    /// Sets the mailbox owner's address (default `me@example.com`).
+    pub fn set_owner(&self, address: &str) {
+        self.st().owner = address.to_owned();
     }
 
     /// Live subscriptions.
