@@ -930,3 +930,37 @@ async fn an_attendee_response_reaches_the_attendee_mailbox() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_moved_window_resyncs_without_deleting() -> anyhow::Result<()> {
+    let fake = FakeGraph::start().await?;
+    let early = fake.put_event(event_row("early", 10, 9));
+    fake.put_event(event_row("late", 28, 9));
+    let mut mirror = Mirror::new(client(&fake, 50)?, &fake.api_base());
+    mirror.pull().await?;
+    assert_eq!(mirror.live_docs().len(), 2);
+
+    // Weeks later: the fresh window starts after "early".
+    let now =
+        chrono::DateTime::parse_from_rfc3339("2026-12-15T00:00:00Z")?.with_timezone(&chrono::Utc);
+    let fresh = Window::around(
+        now,
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(90 * 86_400),
+    );
+    assert!(
+        mirror
+            .window
+            .needs_refresh(&fresh, Duration::from_secs(86_400))
+    );
+    mirror.window = fresh;
+    mirror.initial_url = calendar_delta_url(&fake.api_base(), &fresh);
+    mirror.delta_link = None;
+    let plan = mirror.pull().await?;
+    assert_eq!(plan.out_of_window.len(), 1);
+    assert_eq!(plan.out_of_window[0].0, early);
+    assert_eq!(plan.updates.len(), 1, "late is re-listed and matched by id");
+    assert!(plan.creates.is_empty() && plan.removals.is_empty());
+    assert_eq!(mirror.live_docs().len(), 2, "nothing deleted");
+    Ok(())
+}

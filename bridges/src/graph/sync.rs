@@ -217,6 +217,16 @@ impl Window {
         Some(t >= self.start && t < self.end)
     }
 
+    /// Delta tokens keep the window of the round that started them, so a window computed from
+    /// `now` drifts away from the stored one. When the stored window's edges are more than
+    /// `tolerance` off the fresh ones, the runner drops its delta link and runs a complete round
+    /// over the fresh window (a merging resync: items that left it are probed, never deleted).
+    pub fn needs_refresh(&self, fresh: &Window, tolerance: Duration) -> bool {
+        let tolerance =
+            chrono::TimeDelta::seconds(i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX / 2));
+        (self.start - fresh.start).abs() > tolerance || (self.end - fresh.end).abs() > tolerance
+    }
+
     fn iso(t: &NaiveDateTime) -> String {
         t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
     }
@@ -509,6 +519,15 @@ enum CalendarPhase {
     Masters(ItemFetches),
     Probes(ItemFetches),
     Finished,
+}
+
+impl CalendarChanges {
+    /// A complete listing that found nothing: the delete guard must ask before applying it.
+    pub fn is_empty_listing(&self) -> bool {
+        self.complete
+            && self.singles.is_empty()
+            && self.series.values().all(|s| s.instances.is_empty())
+    }
 }
 
 /// One calendar round; see the module doc.
@@ -1557,5 +1576,26 @@ mod tests {
             contacts_delta_url("http://fake/v1.0"),
             "http://fake/v1.0/me/contacts/delta"
         );
+        let later = Window::around(
+            now + chrono::TimeDelta::hours(20),
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(365 * 86_400),
+        );
+        let day = Duration::from_secs(86_400);
+        assert!(!w.needs_refresh(&later, day));
+        let next_week = Window::around(
+            now + chrono::TimeDelta::days(7),
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(365 * 86_400),
+        );
+        assert!(w.needs_refresh(&next_week, day));
+        assert!(
+            CalendarChanges {
+                complete: true,
+                ..CalendarChanges::default()
+            }
+            .is_empty_listing()
+        );
+        assert!(!CalendarChanges::default().is_empty_listing());
     }
 }
