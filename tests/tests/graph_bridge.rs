@@ -310,6 +310,15 @@ async fn initial_and_incremental_delta_replay_links_verbatim() -> anyhow::Result
     assert_eq!(queries.len(), 1);
     assert!(queries[0].starts_with("$deltatoken="), "{queries:?}");
 
+    // Replayed rows (Graph repeats rows, even within one response) change nothing twice.
+    fake.replay_rows(true);
+    fake.patch_event(&id, json!({"subject": "meeting-05 (again)"}));
+    let plan = mirror.pull().await?;
+    assert_eq!(plan.updates.len(), 1);
+    assert!(plan.creates.is_empty());
+    assert_eq!(mirror.live_docs().len(), 13);
+    fake.replay_rows(false);
+
     // A quiet round lists nothing and changes nothing.
     let before = mirror.docs.clone();
     let plan = mirror.pull().await?;

@@ -25,6 +25,7 @@
 //!   `clientState`; [`FakeGraph::deliver_raw`] sends anything (forged or duplicated batches).
 //!
 //! Faults from the tests: [`FakeGraph::expire_delta_tokens`] (410 `SyncStateNotFound`),
+//! [`FakeGraph::replay_rows`] (every row sent twice),
 //! [`FakeGraph::throttle_next`] (429 with `Retry-After`), [`FakeGraph::revoke_access_tokens`]
 //! (401). Every request is logged ([`FakeGraph::requests`], [`FakeGraph::write_count`]).
 //! Mailbox edits "made in Outlook" go through the `put_*` / `patch_*` / `delete_*` methods.
@@ -118,6 +119,8 @@ struct FakeState {
     validation_timeout: std::time::Duration,
     /// The mailbox owner's address (`GET /me`, meeting responses).
     owner: String,
+    /// Send every row of the next delta rounds twice (Graph replays, even within a response).
+    replay_rows: bool,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -455,6 +458,10 @@ impl FakeState {
                     "@removed": {"reason": "deleted"}
                 }));
             }
+        }
+        if self.replay_rows {
+            let again: Vec<Value> = rows.iter().cloned().collect();
+            rows.extend(again);
         }
         let next = Cursor {
             seen: visible.into_iter().map(|(id, (v, _))| (id, v)).collect(),
@@ -1391,6 +1398,11 @@ impl FakeGraph {
     /// Sets the mailbox owner's address (default `me@example.com`).
     pub fn set_owner(&self, address: &str) {
         self.st().owner = address.to_owned();
+    }
+
+    /// From now on every delta round sends each row twice (`false` stops it).
+    pub fn replay_rows(&self, on: bool) {
+        self.st().replay_rows = on;
     }
 
     /// Live subscriptions.
