@@ -4,7 +4,7 @@
 
 use driftless_bridges::graph::translate::{
     EventBundle, EventWrite, contact_from_graph, contact_patch, event_create_body,
-    event_from_graph, event_writes, original_uid, response_write, series_uid,
+    event_from_graph, event_writes, original_uid, response_write, series_uid, unwritable_changes,
 };
 use driftless_crdt_model::{Override, SlotKind};
 use serde_json::{Value, json};
@@ -574,4 +574,46 @@ fn responses_are_sent_from_attendee_copies_only() {
     let mut event = event_from_graph(&organizer, BRIDGE).unwrap();
     event.attendees.get_mut("cy@example.com").unwrap().response = Some("declined".into());
     assert_eq!(response_write(&organizer, &event, "cy@example.com"), None);
+}
+
+#[test]
+fn changes_graph_cannot_take_are_listed_not_dropped() {
+    let bundle = series_bundle();
+    let event = event_from_graph(&bundle, BRIDGE).unwrap();
+    assert!(unwritable_changes(&bundle, &event).unwrap().is_empty());
+    let mut changed = event.clone();
+    changed.status = Some("cancelled".into());
+    changed
+        .recurrence
+        .as_mut()
+        .unwrap()
+        .rules
+        .insert("0".into(), "RRULE:FREQ=DAILY".into());
+    // An instance outside what the bundle holds cannot be addressed.
+    changed.overrides.insert(
+        "20270104T080000Z".into(),
+        Override {
+            title: Some("far".into()),
+            ..Override::default()
+        },
+    );
+    // An addressable one can.
+    changed.overrides.insert(
+        "20261116T080000Z".into(),
+        Override {
+            title: Some("near".into()),
+            ..Override::default()
+        },
+    );
+    assert_eq!(
+        unwritable_changes(&bundle, &changed).unwrap(),
+        vec!["status", "recurrence", "overrides"]
+    );
+    // The addressable override is still written.
+    let writes = event_writes(&bundle, &changed).unwrap();
+    assert!(
+        writes
+            .iter()
+            .any(|w| matches!(w, EventWrite::Patch { id, .. } if id == "OCC16="))
+    );
 }

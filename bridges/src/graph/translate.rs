@@ -1154,6 +1154,9 @@ pub fn event_writes(
         Some((&event.start, &event.end)),
         Some(&event.attendees),
     )?;
+    // SWAP POINT (issue 7): once crdt-model maps RRULE -> patternedRecurrence, compare
+    // `event.recurrence` with what `bundle` says here and put `recurrence` into this PATCH body.
+    // Until then a rule change is listed by `unwritable_changes` instead of being written.
     if !body.is_empty() {
         writes.push(EventWrite::Patch {
             id: e.id.clone(),
@@ -1222,6 +1225,54 @@ pub fn event_writes(
         }
     }
     Ok(writes)
+}
+
+/// Canonical fields where `event` differs from Graph's copy but [`event_writes`] cannot write the
+/// difference (`status`, `organizer`, `ical_uid`, `recurrence`, and `overrides` of instances the
+/// bundle cannot address). The runner reports these (a conflict or a warning) instead of letting the
+/// document and the mailbox drift apart silently.
+pub fn unwritable_changes(
+    bundle: &EventBundle,
+    event: &CalendarEvent,
+) -> Result<Vec<&'static str>, TranslateError> {
+    let theirs = event_from_graph(bundle, "")?;
+    let mut out = Vec::new();
+    if event.status != theirs.status {
+        out.push("status");
+    }
+    if event.organizer.email != theirs.organizer.email {
+        out.push("organizer");
+    }
+    if event.ical_uid.is_some() && event.ical_uid != theirs.ical_uid {
+        out.push("ical_uid");
+    }
+    let rules = |e: &CalendarEvent| e.recurrence.as_ref().map(|r| r.rules.clone());
+    let dates = |e: &CalendarEvent| {
+        e.recurrence
+            .as_ref()
+            .map(|r| (r.exdates.clone(), r.rdates.clone()))
+    };
+    if rules(event) != rules(&theirs) || dates(event) != dates(&theirs) {
+        out.push("recurrence");
+    }
+    let none = Override::default();
+    let strip = |o: &Override| Override {
+        links: BTreeMap::new(),
+        ..o.clone()
+    };
+    let unaddressable = event
+        .overrides
+        .keys()
+        .chain(theirs.overrides.keys())
+        .any(|key| {
+            let ours = strip(event.overrides.get(key).unwrap_or(&none));
+            let old = strip(theirs.overrides.get(key).unwrap_or(&none));
+            ours != old && bundle.instance_at(key).is_none()
+        });
+    if unaddressable {
+        out.push("overrides");
+    }
+    Ok(out)
 }
 
 /// The body of `POST /me/events` for a record created in driftless. Recurrence is not written yet
