@@ -16,4 +16,5 @@
 
 pub mod dav;
 pub mod hubspot;
+pub mod graph;
 pub mod sync;

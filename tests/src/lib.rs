@@ -3,6 +3,7 @@
 //! the JS interop script in `tests/js`.
 
 pub mod fault_proxy;
+pub mod fakes;
 pub mod process;
 pub mod radicale;
 pub mod rust_client;
