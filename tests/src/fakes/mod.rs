@@ -1,0 +1,3 @@
+//! Fake provider servers for the bridge tests (loopback, faults injectable from the tests).
+
+pub mod google;
