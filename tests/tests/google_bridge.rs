@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use driftless_bridges::google::channel::{
+    Channel, Channels, Notification, Verdict, stop_body, watch_body,
+};
 use driftless_bridges::google::client::{GoogleClient, GoogleConfig, Secret};
 use driftless_bridges::google::sync::{
     KnownSeries, Pull, PullOptions, PullOutcome, PullStep, Push, PushOptions, PushOutcome,
-    PushStep, RetryPolicy, group_series, merge_series, plan_pull,
+    PushStep, Request, RetryPolicy, group_series, merge_series, plan_pull,
 };
 use driftless_bridges::google::translate::{
     RenderContext, StoredSeries, event_from_series, event_id_for_document,
@@ -743,5 +746,154 @@ async fn a_quiet_round_writes_nothing() -> anyhow::Result<()> {
     let (out, _) = runner.pull().await?;
     assert!(out.events.is_empty());
     assert_eq!(fake.write_requests(), 0, "{:?}", fake.log());
+    Ok(())
+}
+
+/// A webhook receiver on a loopback port that records every notification's headers.
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<BTreeMap<String, String>>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}/webhooks/google/team-cal", listener.local_addr()?);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let sink = sink.clone();
+            async move {
+                let map: BTreeMap<String, String> = headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(map);
+                axum::http::StatusCode::OK
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Receiver {
+            url,
+            seen,
+            _task: task,
+        })
+    }
+
+    /// Waits until at least `n` notifications arrived in total, then returns them all.
+    async fn wait_for(&self, n: usize) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+        for _ in 0..200 {
+            let seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if seen.len() >= n {
+                return Ok(seen);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bail!("fewer than {n} notifications arrived")
+    }
+}
+
+fn notification(headers: &BTreeMap<String, String>) -> anyhow::Result<Notification> {
+    Ok(Notification::from_headers(|h| {
+        headers.get(h).map(String::as_str)
+    })?)
+}
+
+#[tokio::test]
+async fn watch_channels_notify_coalesce_and_renew() -> anyhow::Result<()> {
+    let fake = GoogleFake::start().await?;
+    let receiver = Receiver::start().await?;
+    let mut runner = Runner::new(&fake)?;
+    runner.pull().await?;
+    let mut channels = Channels::new();
+
+    let watch = |id: &str| Request::Watch {
+        body: watch_body(id, &receiver.url, "chan-secret", None),
+    };
+    let resp = runner.client.execute(&watch("ch-1")).await?;
+    assert_eq!(resp.status, 200);
+    channels.opened(Channel::from_watch_response(&resp.body)?);
+    let seen = receiver.wait_for(1).await?;
+    assert_eq!(seen[0]["x-goog-resource-state"], "sync");
+    assert_eq!(seen[0]["x-goog-message-number"], "1");
+    assert_eq!(
+        channels.on_notification(&notification(&seen[0])?)?,
+        Verdict::Opened
+    );
+
+    // A burst of changes, each notified once more (duplicates): one pull picks them all up.
+    fake.duplicate_notifications(true);
+    for i in 0..3 {
+        fake.insert(CAL, single(&format!("Burst {i}"), 10 + i))?;
+    }
+    let seen = receiver.wait_for(7).await?;
+    let mut verdicts = Vec::new();
+    let mut burst: Vec<Notification> = seen[1..]
+        .iter()
+        .map(notification)
+        .collect::<anyhow::Result<_>>()?;
+    // Delivery order is not guaranteed; Google's numbers only grow.
+    burst.sort_by_key(|n| n.message_number);
+    for n in &burst {
+        verdicts.push(channels.on_notification(n)?);
+    }
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|v| **v == Verdict::PullWanted)
+            .count(),
+        3,
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|v| **v == Verdict::Duplicate)
+            .count(),
+        3
+    );
+    assert!(channels.take_pull());
+    let (_, counts) = runner.pull().await?;
+    assert_eq!(counts.created, 3);
+    assert!(!channels.take_pull());
+
+    // A forged notification (right channel id, wrong token) is refused.
+    let mut forged = seen[1].clone();
+    forged.insert("x-goog-channel-token".into(), "guess".into());
+    forged.insert("x-goog-message-number".into(), "999".into());
+    assert!(channels.on_notification(&notification(&forged)?).is_err());
+    assert!(!channels.take_pull());
+
+    // Renewal: a new channel overlaps the old one, then the old one is stopped.
+    fake.duplicate_notifications(false);
+    let resp = runner.client.execute(&watch("ch-2")).await?;
+    channels.opened(Channel::from_watch_response(&resp.body)?);
+    receiver.wait_for(8).await?;
+    assert_eq!(fake.open_channels(CAL).len(), 2);
+    for old in channels.superseded(0) {
+        let resp = runner
+            .client
+            .execute(&Request::StopChannel {
+                body: stop_body(&old),
+            })
+            .await?;
+        assert_eq!(resp.status, 204);
+        channels.closed(&old.id);
+    }
+    assert_eq!(fake.open_channels(CAL), ["ch-2"]);
+    fake.insert(CAL, single("After renewal", 20))?;
+    let seen = receiver.wait_for(9).await?;
+    let last = notification(&seen[8])?;
+    assert_eq!(last.channel_id, "ch-2");
+    assert_eq!(channels.on_notification(&last)?, Verdict::PullWanted);
     Ok(())
 }

@@ -136,6 +136,7 @@ struct CachedToken {
 pub struct GoogleClient {
     http: reqwest::Client,
     events_url: Url,
+    stop_url: Url,
     token_url: Url,
     client_id: String,
     client_secret: Secret,
@@ -175,8 +176,14 @@ impl GoogleClient {
             what,
             url: url.to_owned(),
         };
-        let mut base =
-            Url::parse(&config.api_base).map_err(|_| bad("api_base", &config.api_base))?;
+        let root = Url::parse(&config.api_base).map_err(|_| bad("api_base", &config.api_base))?;
+        let mut stop_url = root.clone();
+        stop_url
+            .path_segments_mut()
+            .map_err(|_| bad("api_base", &config.api_base))?
+            .pop_if_empty()
+            .extend(["channels", "stop"]);
+        let mut base = root;
         base.path_segments_mut()
             .map_err(|_| bad("api_base", &config.api_base))?
             .pop_if_empty()
@@ -187,6 +194,7 @@ impl GoogleClient {
         Ok(GoogleClient {
             http,
             events_url: base,
+            stop_url,
             token_url,
             client_id: config.client_id,
             client_secret: config.client_secret,
@@ -335,6 +343,18 @@ impl GoogleClient {
                 self.event_url(event_id)?,
                 if_match.clone(),
                 None,
+            ),
+            Request::Watch { body } => (
+                Method::POST,
+                self.event_url("watch")?,
+                None,
+                Some(body.to_string()),
+            ),
+            Request::StopChannel { body } => (
+                Method::POST,
+                self.stop_url.clone(),
+                None,
+                Some(body.to_string()),
             ),
         })
     }

@@ -91,12 +91,19 @@ pub enum Request {
         event_id: String,
         if_match: Option<String>,
     },
+    /// `POST events/watch` (body from [`super::channel::watch_body`]).
+    Watch { body: Value },
+    /// `POST channels/stop` (relative to the API base, not the calendar).
+    StopChannel { body: Value },
 }
 
 impl Request {
-    /// Whether the request changes anything at Google.
+    /// Whether the request writes an event.
     pub fn is_write(&self) -> bool {
-        !matches!(self, Request::List(_) | Request::Get { .. })
+        matches!(
+            self,
+            Request::Insert { .. } | Request::Patch { .. } | Request::Delete { .. }
+        )
     }
 }
 
@@ -1053,6 +1060,8 @@ fn describe(req: &Request) -> String {
         ),
         Request::Patch { event_id, .. } => format!("PATCH event {event_id}"),
         Request::Delete { event_id, .. } => format!("DELETE event {event_id}"),
+        Request::Watch { .. } => "events.watch".into(),
+        Request::StopChannel { .. } => "channels.stop".into(),
     }
 }
 

@@ -12,11 +12,14 @@
 //!   (base32hex) and 409 `duplicate`, DELETE of a deleted event 410 `deleted`;
 //! - injectable 403 `rateLimitExceeded` / `userRateLimitExceeded` / 429 with `Retry-After` / 503,
 //!   and "the write happened but the answer was lost";
-//! - an OAuth2 token endpoint (`POST /token`, refresh-token grant) and Bearer checks (401).
+//! - an OAuth2 token endpoint (`POST /token`, refresh-token grant) and Bearer checks (401);
+//! - watch channels (`events.watch`, `channels/stop`): a `sync` message (number 1) when a channel
+//!   opens, then an `exists` message per change with growing, non-contiguous numbers, until the
+//!   channel expires or is stopped; notifications can be dropped or duplicated on demand.
 //!
 //! Every request is logged (method, path, query, status) so tests count writes.
-//! Not reproduced: watch channels, recurrence expansion (`singleEvents=true` is refused with
-//! 400, and an instance id is accepted when its time of day matches the series' start).
+//! Not reproduced: recurrence expansion (`singleEvents=true` is refused with 400, and an
+//! instance id is accepted when its time of day matches the series' start).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -103,8 +106,31 @@ struct PageCursor {
     fingerprint: String,
 }
 
+#[derive(Debug, Clone)]
+struct FakeChannel {
+    calendar: String,
+    address: String,
+    token: Option<String>,
+    resource_id: String,
+    /// Unix milliseconds.
+    expiration: u64,
+    number: u64,
+    stopped: bool,
+}
+
+/// A notification to POST once the state lock is released.
+#[derive(Debug, Clone)]
+struct Delivery {
+    address: String,
+    headers: Vec<(&'static str, String)>,
+}
+
 struct State {
     calendars: BTreeMap<String, Calendar>,
+    channels: BTreeMap<String, FakeChannel>,
+    outbox: Vec<Delivery>,
+    drop_notifications: u32,
+    duplicate_notifications: bool,
     seq: u64,
     counter: u64,
     sync_tokens: BTreeMap<String, SyncToken>,
@@ -127,6 +153,7 @@ struct State {
 pub struct GoogleFake {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    http: reqwest::Client,
     task: JoinHandle<()>,
 }
 
@@ -182,6 +209,10 @@ impl GoogleFake {
         );
         let state = Arc::new(Mutex::new(State {
             calendars,
+            channels: BTreeMap::new(),
+            outbox: Vec::new(),
+            drop_notifications: 0,
+            duplicate_notifications: false,
             seq: 0,
             counter: 0,
             sync_tokens: BTreeMap::new(),
@@ -200,16 +231,57 @@ impl GoogleFake {
             token_requests: 0,
         }));
         let shared = state.clone();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let sender = http.clone();
         let app = Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = shared.clone();
-                async move { handle(&state, method, uri, headers, body) }
+                let sender = sender.clone();
+                async move {
+                    let (response, deliveries) = handle(&state, method, uri, headers, body);
+                    deliver(&sender, deliveries);
+                    response
+                }
             },
         );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(GoogleFake { addr, state, task })
+        Ok(GoogleFake {
+            addr,
+            state,
+            http,
+            task,
+        })
+    }
+
+    /// Sends what changes made outside HTTP (the helpers below) notified.
+    fn flush(&self) {
+        let deliveries = std::mem::take(&mut self.lock().outbox);
+        deliver(&self.http, deliveries);
+    }
+
+    /// The next `n` notifications are lost.
+    pub fn drop_notifications(&self, n: u32) {
+        self.lock().drop_notifications += n;
+    }
+
+    /// Every notification is sent twice (same message number), or not.
+    pub fn duplicate_notifications(&self, on: bool) {
+        self.lock().duplicate_notifications = on;
+    }
+
+    /// Open (not stopped, not expired) channel ids of a calendar.
+    pub fn open_channels(&self, calendar: &str) -> Vec<String> {
+        let now = now_ms();
+        self.lock()
+            .channels
+            .iter()
+            .filter(|(_, c)| c.calendar == calendar && !c.stopped && c.expiration > now)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -316,24 +388,32 @@ impl GoogleFake {
 
     /// Inserts an event as another client would (no auth, no faults). Returns it as stored.
     pub fn insert(&self, calendar: &str, body: Value) -> anyhow::Result<Value> {
-        let mut s = self.lock();
-        insert_event(&mut s, calendar, body)
-            .map_err(|(status, reason)| anyhow::anyhow!("fake insert refused: {status} {reason}"))
+        let result = {
+            let mut s = self.lock();
+            insert_event(&mut s, calendar, body)
+        };
+        self.flush();
+        result.map_err(|(status, reason)| anyhow::anyhow!("fake insert refused: {status} {reason}"))
     }
 
     /// Patches an event (or materializes and patches an instance) as another client would.
     pub fn patch(&self, calendar: &str, id: &str, patch: Value) -> anyhow::Result<Value> {
-        let mut s = self.lock();
-        patch_event(&mut s, calendar, id, None, &patch, false)
-            .map_err(|(status, reason)| anyhow::anyhow!("fake patch refused: {status} {reason}"))
+        let result = {
+            let mut s = self.lock();
+            patch_event(&mut s, calendar, id, None, &patch, false)
+        };
+        self.flush();
+        result.map_err(|(status, reason)| anyhow::anyhow!("fake patch refused: {status} {reason}"))
     }
 
     /// Deletes an event (an instance id cancels that instance) as another client would.
     pub fn delete(&self, calendar: &str, id: &str) -> anyhow::Result<()> {
-        let mut s = self.lock();
-        delete_event(&mut s, calendar, id, None)
-            .map(|_| ())
-            .map_err(|(status, reason)| anyhow::anyhow!("fake delete refused: {status} {reason}"))
+        let result = {
+            let mut s = self.lock();
+            delete_event(&mut s, calendar, id, None)
+        };
+        self.flush();
+        result.map_err(|(status, reason)| anyhow::anyhow!("fake delete refused: {status} {reason}"))
     }
 }
 
@@ -342,6 +422,156 @@ type Refusal = (u16, &'static str);
 fn next_etag(s: &mut State) -> String {
     s.counter += 1;
     format!("\"{}\"", 3_181_161_784_712_000u64 + s.counter * 2_000)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn channel_delivery(id: &str, c: &FakeChannel, state: &str) -> Delivery {
+    let expiration = Utc
+        .timestamp_millis_opt(i64::try_from(c.expiration).unwrap_or(i64::MAX))
+        .single()
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default();
+    let mut headers = vec![
+        ("X-Goog-Channel-ID", id.to_owned()),
+        ("X-Goog-Message-Number", c.number.to_string()),
+        ("X-Goog-Resource-ID", c.resource_id.clone()),
+        ("X-Goog-Resource-State", state.to_owned()),
+        (
+            "X-Goog-Resource-URI",
+            format!(
+                "https://www.googleapis.com/calendar/v3/calendars/{}/events?alt=json",
+                c.calendar
+            ),
+        ),
+        ("X-Goog-Channel-Expiration", expiration),
+    ];
+    if let Some(t) = &c.token {
+        headers.push(("X-Goog-Channel-Token", t.clone()));
+    }
+    Delivery {
+        address: c.address.clone(),
+        headers,
+    }
+}
+
+/// Queues an `exists` message on every open channel of `calendar`.
+fn notify(s: &mut State, calendar: &str) {
+    let now = now_ms();
+    let ids: Vec<String> = s
+        .channels
+        .iter()
+        .filter(|(_, c)| c.calendar == calendar && !c.stopped && c.expiration > now)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in ids {
+        s.counter += 1;
+        // Numbers grow but are not contiguous.
+        let step = 1 + s.counter % 3;
+        let Some(c) = s.channels.get_mut(&id) else {
+            continue;
+        };
+        c.number += step;
+        let c = c.clone();
+        let d = channel_delivery(&id, &c, "exists");
+        if s.drop_notifications > 0 {
+            s.drop_notifications -= 1;
+            continue;
+        }
+        if s.duplicate_notifications {
+            s.outbox.push(d.clone());
+        }
+        s.outbox.push(d);
+    }
+}
+
+/// POSTs notifications (bodiless, like Google) from background tasks.
+fn deliver(http: &reqwest::Client, deliveries: Vec<Delivery>) {
+    for d in deliveries {
+        let mut req = http.post(&d.address);
+        for (name, value) in &d.headers {
+            req = req.header(*name, value);
+        }
+        tokio::spawn(async move {
+            let _ = req.send().await;
+        });
+    }
+}
+
+fn watch(s: &mut State, calendar: &str, body: &Value) -> Result<Value, Refusal> {
+    if !s.calendars.contains_key(calendar) {
+        return Err((404, "notFound"));
+    }
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+        .ok_or((400, "invalid"))?
+        .to_owned();
+    if body.get("type").and_then(Value::as_str) != Some("web_hook") {
+        return Err((400, "invalid"));
+    }
+    let address = body
+        .get("address")
+        .and_then(Value::as_str)
+        .ok_or((400, "required"))?
+        .to_owned();
+    if s.channels.contains_key(&id) {
+        return Err((400, "channelIdNotUnique"));
+    }
+    let token = body.get("token").and_then(Value::as_str).map(str::to_owned);
+    // A week unless asked for less.
+    let longest = now_ms() + 7 * 24 * 3600 * 1000;
+    let expiration = body
+        .get("expiration")
+        .and_then(|e| match e {
+            Value::String(v) => v.parse::<u64>().ok(),
+            other => other.as_u64(),
+        })
+        .map_or(longest, |e| e.min(longest));
+    let resource_id = opaque("res", s);
+    let channel = FakeChannel {
+        calendar: calendar.to_owned(),
+        address,
+        token: token.clone(),
+        resource_id: resource_id.clone(),
+        expiration,
+        number: 1,
+        stopped: false,
+    };
+    let sync = channel_delivery(&id, &channel, "sync");
+    s.outbox.push(sync);
+    s.channels.insert(id.clone(), channel);
+    let mut answer = json!({
+        "kind": "api#channel",
+        "id": id,
+        "resourceId": resource_id,
+        "resourceUri": format!("https://www.googleapis.com/calendar/v3/calendars/{calendar}/events?alt=json"),
+        "expiration": expiration.to_string(),
+    });
+    if let Some(t) = token {
+        answer["token"] = json!(t);
+    }
+    Ok(answer)
+}
+
+fn stop_channel(s: &mut State, body: &Value) -> Result<(), Refusal> {
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or((400, "required"))?;
+    let resource = body.get("resourceId").and_then(Value::as_str);
+    match s.channels.get_mut(id) {
+        Some(c) if Some(c.resource_id.as_str()) == resource && !c.stopped => {
+            c.stopped = true;
+            Ok(())
+        }
+        _ => Err((404, "notFound")),
+    }
 }
 
 fn bump(s: &mut State, value: &mut Value) -> u64 {
@@ -508,6 +738,7 @@ fn insert_event(s: &mut State, calendar: &str, mut body: Value) -> Result<Value,
             },
         );
     }
+    notify(s, calendar);
     Ok(body)
 }
 
@@ -599,6 +830,7 @@ fn patch_event(
             },
         );
     }
+    notify(s, calendar);
     Ok(current)
 }
 
@@ -640,6 +872,7 @@ fn delete_event(
     for ex in exceptions {
         let _ = delete_event(s, calendar, &ex, None);
     }
+    notify(s, calendar);
     Ok(())
 }
 
@@ -882,7 +1115,7 @@ fn handle(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> (Response, Vec<Delivery>) {
     let mut s = state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -899,7 +1132,8 @@ fn handle(
         if_match,
         status: response.status().as_u16(),
     });
-    response
+    let deliveries = std::mem::take(&mut s.outbox);
+    (response, deliveries)
 }
 
 fn route(
@@ -913,6 +1147,7 @@ fn route(
     if uri.path() == "/token" && *method == Method::POST {
         return token_endpoint(s, body);
     }
+    let stop_path = format!("{API_PREFIX}channels/stop");
     let Some(rest) = uri.path().strip_prefix(API_PREFIX) else {
         return envelope(404, "global", "notFound", "Not Found");
     };
@@ -975,7 +1210,21 @@ fn route(
     };
     // Unparseable JSON bodies answer 400 parseError.
     let parsed_body = || serde_json::from_slice::<Value>(body).ok();
+    if uri.path() == stop_path && *method == Method::POST {
+        return match parsed_body().map(|b| stop_channel(s, &b)) {
+            Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+            Some(Err(r)) => refusal(r),
+            None => bad_request("parseError", "Parse Error"),
+        };
+    }
     let result = match (method.as_str(), seg.as_slice()) {
+        ("POST", ["calendars", cal, "events", "watch"]) => match parsed_body() {
+            Some(b) => match watch(s, cal, &b) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(r) => refusal(r),
+            },
+            None => bad_request("parseError", "Parse Error"),
+        },
         ("GET", ["calendars", cal, "events"]) => {
             let q = query_map(uri);
             list_events(s, cal, &q)
