@@ -897,3 +897,72 @@ async fn watch_channels_notify_coalesce_and_renew() -> anyhow::Result<()> {
     assert_eq!(channels.on_notification(&last)?, Verdict::PullWanted);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_app_created_series_with_exceptions_is_inserted_then_quiet() -> anyhow::Result<()> {
+    let fake = GoogleFake::start().await?;
+    let mut runner = Runner::new(&fake)?;
+    runner.pull().await?;
+    let doc_id = runner.new_doc_id();
+    let mut event = CalendarEvent {
+        title: Some("Standup".into()),
+        start: Some("2026-11-02T09:30:00+01:00[Europe/Berlin]".into()),
+        end: Some("2026-11-02T09:45:00+01:00[Europe/Berlin]".into()),
+        recurrence: Some(driftless_crdt_model::Recurrence {
+            rules: [("0".to_string(), "RRULE:FREQ=DAILY;COUNT=10".to_string())].into(),
+            ..Default::default()
+        }),
+        ..CalendarEvent::default()
+    };
+    event.overrides.insert(
+        "20261103T083000Z".into(),
+        Override {
+            cancelled: true,
+            ..Override::default()
+        },
+    );
+    event.overrides.insert(
+        "20261104T083000Z".into(),
+        Override {
+            start: Some("2026-11-04T11:00:00+01:00[Europe/Berlin]".into()),
+            end: Some("2026-11-04T11:15:00+01:00[Europe/Berlin]".into()),
+            title: Some("Standup (late)".into()),
+            ..Override::default()
+        },
+    );
+    runner.records.insert(
+        doc_id.clone(),
+        Record {
+            stored: StoredSeries::default(),
+            doc: event.clone(),
+        },
+    );
+    assert_eq!(
+        runner.push(&doc_id).await?,
+        3,
+        "insert, cancel, one instance patch"
+    );
+    let master = fake.event(CAL, &doc_id).context("master")?;
+    assert_eq!(master["start"]["timeZone"], "Europe/Berlin");
+    assert_eq!(master["recurrence"], json!(["RRULE:FREQ=DAILY;COUNT=10"]));
+    let moved = fake
+        .event(CAL, &format!("{doc_id}_20261104T083000Z"))
+        .context("moved instance")?;
+    assert_eq!(moved["start"]["dateTime"], "2026-11-04T11:00:00+01:00");
+    assert_eq!(moved["summary"], "Standup (late)");
+    assert_eq!(
+        fake.event(CAL, &format!("{doc_id}_20261103T083000Z"))
+            .context("cancelled instance")?["status"],
+        "cancelled"
+    );
+
+    // The next pull brings our writes back: same document, nothing to import or write.
+    let (_, counts) = runner.pull().await?;
+    assert_eq!((counts.created, counts.changed_docs), (0, 0), "{counts:?}");
+    let back = event_from_series(&runner.records[&doc_id].stored)?;
+    assert_eq!(back.overrides, event.overrides);
+    fake.clear_log();
+    assert_eq!(runner.push_all().await?, 0);
+    assert_eq!(fake.write_requests(), 0);
+    Ok(())
+}

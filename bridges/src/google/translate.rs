@@ -1629,6 +1629,95 @@ mod tests {
                 )
         }
 
+        /// An override at week `w` after the series start: cancelled, retitled, relocated or
+        /// moved by some hours.
+        fn overrides() -> impl Strategy<Value = Vec<(i64, u8, String, i64)>> {
+            proptest::collection::vec((1i64..8, 0u8..4, "[a-z ]{1,10}", -3i64..4), 0..4)
+        }
+
+        proptest! {
+            /// Overrides rendered onto instances, stored as Google would return them, read back
+            /// as the same overrides; rendering again changes nothing.
+            #[test]
+            fn overrides_round_trip_through_instances(
+                (start, end, _) in start_and_end(),
+                specs in overrides(),
+            ) {
+                let ctx = RenderContext { calendar_zone: Some("Europe/Berlin".into()) };
+                let mut e = CalendarEvent {
+                    title: Some("Series".into()),
+                    status: Some("confirmed".into()),
+                    start: Some(start.clone()),
+                    end: Some(end.clone()),
+                    recurrence: Some(Recurrence {
+                        rules: [("0".to_string(), "RRULE:FREQ=WEEKLY".to_string())].into(),
+                        ..Recurrence::default()
+                    }),
+                    ..CalendarEvent::default()
+                };
+                let master = render_master(&json!({}), &e, "abcde", &ctx).unwrap();
+                let mut series = StoredSeries::new(master);
+                let first = When::parse_canonical(&start).unwrap();
+                let first_end = When::parse_canonical(&end).unwrap();
+                for (week, kind, text, hours) in specs {
+                    let slot = match first {
+                        When::Date(d) => When::Date(d + TimeDelta::weeks(week)),
+                        When::Utc(t) => When::Utc(t + TimeDelta::weeks(week)),
+                        When::Floating(t) => When::Floating(t + TimeDelta::weeks(week)),
+                        When::Zoned(t, tz) => When::Zoned(t + TimeDelta::weeks(week), tz),
+                    };
+                    let moved = |w: When| match w {
+                        When::Date(d) => When::Date(d + TimeDelta::days(hours)),
+                        When::Utc(t) => When::Utc(t + TimeDelta::hours(hours)),
+                        When::Floating(t) => When::Floating(t + TimeDelta::hours(hours)),
+                        When::Zoned(t, tz) => When::Zoned(t + TimeDelta::hours(hours), tz),
+                    };
+                    let ov = match kind {
+                        0 => Override { cancelled: true, ..Override::default() },
+                        1 => Override { title: Some(text), ..Override::default() },
+                        2 => Override { location: Some(text), ..Override::default() },
+                        // A moved instance reads back with both ends (as in CalDAV): the end
+                        // differs from the slot's original end too.
+                        _ if hours != 0 => Override {
+                            start: Some(moved(slot).canonical()),
+                            end: Some(moved(When::shifted(&first, &slot, &first_end)).canonical()),
+                            ..Override::default()
+                        },
+                        _ => Override { description: Some(text), ..Override::default() },
+                    };
+                    e.overrides.insert(slot.key(), ov);
+                }
+                // Write each instance and store what "Google" keeps.
+                for key in instance_keys(&series, &e) {
+                    let stored = match render_instance(&series, &key, &e, &ctx).unwrap() {
+                        InstanceRender::Unchanged => continue,
+                        InstanceRender::Cancel => cancelled_instance(&series, &key, &ctx).unwrap(),
+                        InstanceRender::Write { base, new } => {
+                            let mut applied = base.clone();
+                            if let Some(body) = patch_body(&base, &new) {
+                                apply_patch(&mut applied, &body);
+                            }
+                            prop_assert_eq!(&applied, &new);
+                            applied
+                        }
+                    };
+                    series.put_exception(stored).unwrap();
+                }
+                let back = event_from_series(&series).unwrap();
+                prop_assert_eq!(back.overrides.len(), e.overrides.len());
+                for (key, want) in &e.overrides {
+                    let got = back.overrides.get(key);
+                    prop_assert!(got.is_some_and(|g| same_override(g, want)), "{key}: {got:?} vs {want:?}");
+                }
+                for key in instance_keys(&series, &e) {
+                    prop_assert_eq!(
+                        render_instance(&series, &key, &e, &ctx).unwrap(),
+                        InstanceRender::Unchanged
+                    );
+                }
+            }
+        }
+
         proptest! {
             /// Render a new event, read it back, render again: the same canonical fields, and the
             /// second render (from the read-back value or the original) changes nothing.
