@@ -429,6 +429,15 @@ async fn a_410_resync_merges_without_duplicates_or_wipes() -> anyhow::Result<()>
     // And the next round is incremental again.
     let (out, _) = runner.pull().await?;
     assert!(!out.complete && out.events.is_empty());
+
+    // Tokens also expire by age.
+    fake.set_sync_token_max_age(Some(Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (out, counts) = runner.pull().await?;
+    assert!(
+        out.resynced && counts.created == 0 && counts.removed == 0,
+        "{counts:?}"
+    );
     Ok(())
 }
 

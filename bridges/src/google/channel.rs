@@ -194,6 +194,17 @@ impl Channels {
         self.open.push(channel);
     }
 
+    /// Registers a channel about to be requested, before the watch answer names its resource:
+    /// Google may send the `sync` message before it answers the watch request.
+    pub fn requested(&mut self, id: &str, token: &str, expiration_ms: Option<u64>) {
+        self.opened(Channel {
+            id: id.to_owned(),
+            resource_id: String::new(),
+            token: Some(token.to_owned()),
+            expiration: expiration_ms,
+        });
+    }
+
     /// Forgets a channel (after `channels/stop`, or when it expired).
     pub fn closed(&mut self, channel_id: &str) {
         self.open.retain(|c| c.id != channel_id);
@@ -363,6 +374,22 @@ mod tests {
         assert_eq!(
             Notification::from_headers(|_| None),
             Err(NotificationError::MissingHeader(HEADER_CHANNEL_ID))
+        );
+    }
+
+    #[test]
+    fn a_sync_message_before_the_watch_answer_is_accepted() {
+        let mut chans = Channels::new();
+        chans.requested("ch-1", "tok", Some(10_000));
+        assert_eq!(
+            chans.on_notification(&note("ch-1", "sync", 1, "tok")),
+            Ok(Verdict::Opened)
+        );
+        chans.opened(channel("ch-1", 10_000));
+        assert_eq!(chans.open().len(), 1);
+        assert_eq!(
+            chans.on_notification(&note("ch-1", "exists", 3, "tok")),
+            Ok(Verdict::PullWanted)
         );
     }
 
