@@ -616,6 +616,26 @@ async fn a_412_race_merges_and_retries() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn an_edit_of_an_event_deleted_at_google_meanwhile_is_gone() -> anyhow::Result<()> {
+    let fake = GoogleFake::start().await?;
+    let e = fake.insert(CAL, single("Doomed", 10))?;
+    let id = e["id"].as_str().context("id")?.to_owned();
+    let mut runner = Runner::new(&fake)?;
+    runner.pull().await?;
+    fake.delete(CAL, &id)?;
+    runner.doc_mut(&id)?.title = Some("Edited".into());
+    let doc_id = runner.links[&id].clone();
+    let err = runner.push(&doc_id).await.err().context("expected gone")?;
+    assert!(err.to_string().contains("gone"), "{err}");
+    assert_eq!(
+        fake.event(CAL, &id).context("tombstone")?["status"],
+        "cancelled",
+        "not resurrected"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_retried_insert_after_a_lost_response_makes_one_event() -> anyhow::Result<()> {
     let fake = GoogleFake::start().await?;
     let mut runner = Runner::new(&fake)?;

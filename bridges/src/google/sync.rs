@@ -917,14 +917,30 @@ impl Push {
             Job::Insert { .. } | Job::PatchMaster { .. } => {
                 self.writes += 1;
                 let body = self.body_json(resp, "event written")?;
+                // A patch can land on an event deleted at Google since the last pull.
+                if body.get("status").and_then(Value::as_str) == Some("cancelled") {
+                    self.jobs.clear();
+                    self.state = PushState::Done(PushOutcome::Gone {
+                        writes: self.writes,
+                    });
+                    return Ok(());
+                }
                 match &mut self.stored {
                     Some(s) => s.master = body,
                     None => self.stored = Some(StoredSeries::new(body)),
                 }
             }
             Job::Adopt { .. } => {
-                // Our own earlier insert (its response was lost): adopt it and render onto it.
+                // Our own earlier insert (its response was lost): adopt it and render onto it,
+                // unless it was deleted at Google since (its id stays taken): then it is gone.
                 let body = self.body_json(resp, "adopted event")?;
+                if body.get("status").and_then(Value::as_str) == Some("cancelled") {
+                    self.jobs.clear();
+                    self.state = PushState::Done(PushOutcome::Gone {
+                        writes: self.writes,
+                    });
+                    return Ok(());
+                }
                 self.stored = Some(StoredSeries::new(body));
                 self.plan_master()?;
             }
@@ -948,6 +964,13 @@ impl Push {
             }
             Job::Refetch { key, .. } => {
                 let body = self.body_json(resp, "re-fetched event")?;
+                if key.is_none() && body.get("status").and_then(Value::as_str) == Some("cancelled")
+                {
+                    self.state = PushState::Done(PushOutcome::Gone {
+                        writes: self.writes,
+                    });
+                    return Ok(());
+                }
                 let mut fresh = self.stored.clone().unwrap_or_default();
                 match key {
                     Some(_) => fresh
@@ -1457,6 +1480,22 @@ mod tests {
         };
         assert_eq!(writes, 0);
         assert_eq!(stored.unwrap().master, existing);
+    }
+
+    #[test]
+    fn a_retried_insert_of_an_event_deleted_since_is_gone() {
+        let e = CalendarEvent {
+            title: Some("Launch".into()),
+            start: Some("2026-11-19T09:00:00Z".into()),
+            end: Some("2026-11-19T10:00:00Z".into()),
+            ..CalendarEvent::default()
+        };
+        let mut push = Push::new("doc", e, None, "00aa11bb", PushOptions::default()).unwrap();
+        let _ = send(push.poll());
+        push.on_response(err(409, "duplicate", None));
+        let _ = send(push.poll());
+        push.on_response(ok(json!({"id": "00aa11bb", "status": "cancelled"})));
+        assert_eq!(push.poll(), PushStep::Done(PushOutcome::Gone { writes: 0 }));
     }
 
     #[test]
