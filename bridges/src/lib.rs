@@ -15,6 +15,7 @@
 //! mapping to canonical records lives with the record model.
 
 pub mod dav;
-pub mod hubspot;
+pub mod google;
 pub mod graph;
+pub mod hubspot;
 pub mod sync;

@@ -2,8 +2,8 @@
 //! temporary data directory (stoppable and restartable on the same port), and helpers to run
 //! the JS interop script in `tests/js`.
 
-pub mod fault_proxy;
 pub mod fakes;
+pub mod fault_proxy;
 pub mod process;
 pub mod radicale;
 pub mod rust_client;
