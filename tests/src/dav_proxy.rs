@@ -35,6 +35,8 @@ pub struct Seen {
     pub method: String,
     /// Path and query, as sent.
     pub path: String,
+    /// The request body (lossy UTF-8).
+    pub body: String,
     /// The upstream's status; `None` when the request was never forwarded or the upstream was
     /// unreachable.
     pub status: Option<u16>,
@@ -365,19 +367,20 @@ async fn handle(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad_gateway(format!("reading the request body: {e}")),
+    };
     let index = {
         let mut seen = lock(&inner.seen);
         seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
             status: None,
             answer_dropped: false,
         });
         seen.len() - 1
-    };
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return bad_gateway(format!("reading the request body: {e}")),
     };
 
     let mut drop_answer = false;

@@ -79,8 +79,11 @@ async fn second_calendar(dav: &DavServer, name: &str) -> anyhow::Result<(String,
 // -------------------------------------------------------------------------------------------------
 
 async fn provider_and_app_edits_flow_both_ways(kind: DavServerKind) -> anyhow::Result<()> {
-    let env = Env::start(kind, |dav| vec![bridge("cal", dav.calendar_url(), 1.0)]).await?;
-    let api = &env.api;
+    let env = Env::start_proxied(kind, |dav, proxy| {
+        vec![bridge("cal", proxy.proxied(&dav.calendar_url()), 1.0)]
+    })
+    .await?;
+    let (api, proxy) = (&env.api, env.proxy()?);
     let cal = env.dav.calendar()?;
     let href = put_new(
         &cal,
@@ -108,8 +111,10 @@ async fn provider_and_app_edits_flow_both_ways(kind: DavServerKind) -> anyhow::R
     assert_eq!(status["state"], "idle", "{status}");
     assert_eq!(status["linked_records"], 1, "{status}");
     let before = provider_body(&cal, &href).await?;
+    let writes = proxy.writes();
     api.quiet_round("cal").await?;
     assert_eq!(provider_body(&cal, &href).await?, before);
+    assert_eq!(proxy.writes(), writes, "{:?}", proxy.requests());
 
     // An app edit reaches the provider, keeping what driftless does not model.
     let mut app = app_open(&env.server.url(), &id, "app-1").await?;
@@ -144,9 +149,24 @@ async fn provider_and_app_edits_flow_both_ways(kind: DavServerKind) -> anyhow::R
     assert!(new_href.ends_with(".ics"), "{new_href}");
     let body = provider_body(&cal, &new_href).await?;
     assert!(body.contains("SUMMARY:Offsite"), "{body}");
+    let writes = proxy.writes();
     api.quiet_round("cal").await?;
+    assert_eq!(proxy.writes(), writes, "{:?}", proxy.requests());
     assert_eq!(api.records(EVENT).await?.len(), 2, "no duplicates");
     assert_eq!(provider_hrefs(&cal).await?.len(), 2, "created once");
+    assert_eq!(proxy.count("PUT", &new_href), 1, "{:?}", proxy.requests());
+
+    // Never a `D:limit` (Xandikos truncates without saying so and loses the rest).
+    let reports: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "REPORT")
+        .collect();
+    assert!(reports.iter().any(|s| s.body.contains("sync-collection")));
+    assert!(
+        reports.iter().all(|s| !s.body.contains("nresults")),
+        "{reports:?}"
+    );
     Ok(())
 }
 
