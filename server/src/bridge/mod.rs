@@ -678,30 +678,6 @@ impl Runner {
         }
     }
 
-    /// `href` is where this bridge creates a document of its workspace that still waits for
-    /// its create here (its link has an empty id): see [`Runner::create_href`].
-    fn is_own_pending_create(&self, href: &str) -> Result<bool, BridgeError> {
-        let Some(doc_id) = href
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.strip_suffix(self.extension()))
-            .and_then(|stem| stem.strip_suffix('.'))
-            .and_then(|stem| stem.parse::<DocumentId>().ok())
-            .filter(|doc_id| self.create_href(doc_id) == href)
-        else {
-            return Ok(false);
-        };
-        let Some(am) = self.load(&doc_id)? else {
-            return Ok(false);
-        };
-        Ok(Record::read(self.config.kind, &am).is_ok_and(|record| {
-            record
-                .links()
-                .get(self.id())
-                .is_some_and(|link| link.id.is_empty() && !link.removed)
-        }))
-    }
-
     async fn import_new(
         &self,
         href: &str,
@@ -974,6 +950,30 @@ impl Runner {
             BridgeKind::CalDav => "ics",
             BridgeKind::CardDav => "vcf",
         }
+    }
+
+    /// `href` is where this bridge creates a document of its workspace that still waits for
+    /// its create here (its link has an empty id): see [`Runner::create_href`].
+    fn is_own_pending_create(&self, href: &str) -> Result<bool, BridgeError> {
+        let Some(doc_id) = href
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_suffix(self.extension()))
+            .and_then(|stem| stem.strip_suffix('.'))
+            .and_then(|stem| stem.parse::<DocumentId>().ok())
+            .filter(|doc_id| self.create_href(doc_id) == href)
+        else {
+            return Ok(false);
+        };
+        let Some(am) = self.load(&doc_id)? else {
+            return Ok(false);
+        };
+        Ok(Record::read(self.config.kind, &am).is_ok_and(|record| {
+            record
+                .links()
+                .get(self.id())
+                .is_some_and(|link| link.id.is_empty() && !link.removed)
+        }))
     }
 
     /// Where document `doc_id` is created. Derived from the document id, so a retried create
