@@ -15,4 +15,5 @@
 //! mapping to canonical records lives with the record model.
 
 pub mod dav;
+pub mod hubspot;
 pub mod sync;

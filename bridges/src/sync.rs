@@ -1,6 +1,7 @@
 //! Provider-independent sync decisions (sans-IO): which listed members to fetch, what a pulled page
 //! means for the link table (create, update, relink by UID, remove), the delete-fraction guard, what
-//! a provider delete does to a record, and retry backoff.
+//! a provider delete does to a record, retry backoff, whose failure a provider error is (the whole
+//! provider's or one record's), and when a failed outbound job is retried.
 //!
 //! The server's bridge runner owns the I/O (provider requests, redb, the engine) and asks this
 //! module every question whose answer is a rule of the contracts, so each rule has a unit test here.
@@ -191,6 +192,68 @@ pub fn backoff(
     }
 }
 
+/// Whose problem a failed provider request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureScope {
+    /// The provider as a whole (unreachable, overloaded, rate limiting, refusing our credentials):
+    /// back off the whole round; every job stays queued.
+    Provider,
+    /// This one record (the provider refuses this resource): park it as a failed job and go on
+    /// with the others.
+    Record,
+}
+
+/// The scope of an HTTP status answered to a request about one record. 401/407 (credentials),
+/// 408 (timeout), 429 and 5xx are provider-wide; other 4xx (400, 403, 404, 409, 413, 415, 422...)
+/// refuse this record. 507 is the exception among 5xx: WebDAV servers answer it when one
+/// resource does not fit (size or quota), and retrying the round would not help the others.
+pub fn failure_scope(status: u16) -> FailureScope {
+    match status {
+        401 | 407 | 408 | 429 => FailureScope::Provider,
+        507 => FailureScope::Record,
+        500..=599 => FailureScope::Provider,
+        _ => FailureScope::Record,
+    }
+}
+
+/// First delay of a failed job's retries; the delay doubles per attempt up to [`JOB_RETRY_MAX`].
+pub const JOB_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest delay between two attempts of a failed job (unless `Retry-After` asks for more).
+pub const JOB_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Retry state of one outbound job (one record of one bridge) that failed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRetry {
+    /// Failed attempts so far (at least 1).
+    pub attempts: u32,
+    /// Unix milliseconds before which the job is not tried again.
+    pub next_attempt_ms: u64,
+}
+
+impl JobRetry {
+    /// The state after another failed attempt at `now_ms`: one more attempt, next try after the
+    /// exponential [`backoff`] for that attempt (jittered, never before `retry_after`).
+    pub fn after_failure(
+        previous: Option<&JobRetry>,
+        now_ms: u64,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Self {
+        let attempts = previous.map_or(0, |p| p.attempts);
+        let delay = backoff(attempts, JOB_RETRY_BASE, JOB_RETRY_MAX, retry_after, jitter);
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            attempts: attempts.saturating_add(1),
+            next_attempt_ms: now_ms.saturating_add(delay_ms),
+        }
+    }
+
+    /// Whether the job may be tried at `now_ms`.
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_attempt_ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,5 +419,48 @@ mod tests {
             let b = backoff(attempt, base, max, None, 0.999);
             assert!(a <= b && b <= max);
         }
+    }
+
+    #[test]
+    fn provider_wide_and_per_record_failures() {
+        for status in [401, 407, 408, 429, 500, 502, 503, 504] {
+            assert_eq!(failure_scope(status), FailureScope::Provider, "{status}");
+        }
+        for status in [400, 403, 404, 409, 413, 415, 422, 507] {
+            assert_eq!(failure_scope(status), FailureScope::Record, "{status}");
+        }
+    }
+
+    #[test]
+    fn failed_jobs_retry_with_growing_jittered_delays_and_honour_retry_after() {
+        let now = 1_000_000;
+        let first = JobRetry::after_failure(None, now, None, 0.0);
+        assert_eq!(first.attempts, 1);
+        assert_eq!(first.next_attempt_ms, now + 500);
+        assert!(!first.is_due(now + 499) && first.is_due(now + 500));
+        // Each further failure waits at least twice as long as the previous minimum.
+        let mut job = first;
+        let mut min_delay = 500;
+        for attempt in 2..=6 {
+            let at = job.next_attempt_ms;
+            job = JobRetry::after_failure(Some(&job), at, None, 0.0);
+            min_delay *= 2;
+            assert_eq!(job.attempts, attempt);
+            assert_eq!(job.next_attempt_ms - at, min_delay);
+        }
+        // Jitter picks a point in the upper half; the cap holds.
+        let full = JobRetry::after_failure(Some(&job), now, None, 0.999);
+        let delay = full.next_attempt_ms - now;
+        assert!((32_000..64_000).contains(&delay), "{delay}");
+        let capped = JobRetry {
+            attempts: 40,
+            next_attempt_ms: 0,
+        };
+        let next = JobRetry::after_failure(Some(&capped), now, None, 1.0);
+        assert_eq!(next.next_attempt_ms - now, 300_000);
+        assert_eq!(next.attempts, 41);
+        // Retry-After longer than the backoff wins.
+        let told = JobRetry::after_failure(None, now, Some(Duration::from_secs(90)), 0.5);
+        assert_eq!(told.next_attempt_ms, now + 90_000);
     }
 }

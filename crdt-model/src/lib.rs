@@ -1,4 +1,4 @@
-//! Record schemas over Automerge: the `calendar_event` and `contact` documents of the contracts,
+//! Record schemas over Automerge: the `calendar_event`, `contact`, `company` and `deal` documents,
 //! their canonical values (plain structs bridges keep as shadows), typed reading, field-level diff
 //! and apply, conflict listing and schema versions.
 //!
@@ -21,6 +21,7 @@
 //! This crate does no I/O and keeps no state; time and slot ids come from the caller.
 
 mod conflicts;
+pub mod identity;
 mod model;
 mod read;
 mod slots;
@@ -29,13 +30,18 @@ mod write;
 
 pub use conflicts::{ConflictValue, ConflictsError, FieldConflict, field_conflicts};
 pub use model::{
-    Attendee, CALENDAR_EVENT, CONTACT, CalendarEvent, Contact, ContactPoint, Extra, Link, Name,
-    Organizer, Override, Recurrence, SCHEMA_VERSION,
+    Address, Attendee, CALENDAR_EVENT, COMPANY, CONTACT, CalendarEvent, Company, Contact,
+    ContactPoint, DEAL, Deal, DealContact, Extra, Link, Name, Organizer, Override, Recurrence,
+    SCHEMA_VERSION,
 };
-pub use read::{ReadError, ReadProblem, read_contact, read_event, record_type, to_json};
+pub use read::{
+    ReadError, ReadProblem, read_company, read_contact, read_deal, read_event, record_type, to_json,
+};
 pub use slots::{Fold, SlotKind, assign_slots, fold_contact, fold_slots};
 pub use time::{Date, EventTime, TimeParseError, WallTime};
 pub use write::{
-    ChangeSummary, UpgradeError, WriteError, apply_contact_diff, apply_event_diff,
-    commit_contact_diff_at, commit_event_diff_at, create_contact, create_event, upgrade_document,
+    ChangeSummary, UpgradeError, WriteError, apply_company_diff, apply_contact_diff,
+    apply_deal_diff, apply_event_diff, commit_company_diff_at, commit_contact_diff_at,
+    commit_deal_diff_at, commit_event_diff_at, create_company, create_contact, create_deal,
+    create_event, upgrade_document,
 };

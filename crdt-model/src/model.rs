@@ -14,6 +14,10 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub const CALENDAR_EVENT: &str = "calendar_event";
 /// `type` of a contact document.
 pub const CONTACT: &str = "contact";
+/// `type` of a company (CRM account) document.
+pub const COMPANY: &str = "company";
+/// `type` of a deal (CRM opportunity) document.
+pub const DEAL: &str = "deal";
 
 /// Unknown keys of a map, kept as JSON (Text reads as a string).
 pub type Extra = BTreeMap<String, Value>;
@@ -28,6 +32,14 @@ fn event_type() -> String {
 
 fn contact_type() -> String {
     CONTACT.to_owned()
+}
+
+fn company_type() -> String {
+    COMPANY.to_owned()
+}
+
+fn deal_type() -> String {
+    DEAL.to_owned()
 }
 
 fn current_schema() -> u64 {
@@ -259,6 +271,155 @@ pub struct Name {
     pub extra: Extra,
 }
 
+/// A `company` document (HubSpot company, Salesforce Account).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Company {
+    #[serde(rename = "type", default = "company_type")]
+    pub record_type: String,
+    #[serde(default = "current_schema")]
+    pub schema: u64,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    #[serde(default)]
+    pub links: BTreeMap<String, Link>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The primary web domain, lower-case, without scheme (`example.com`): the company's identity key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industry: Option<String>,
+    /// Plain text, edited with minimal splices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Stable random slot id to phone.
+    #[serde(default)]
+    pub phones: BTreeMap<String, ContactPoint>,
+    #[serde(default)]
+    pub address: Address,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Default for Company {
+    fn default() -> Self {
+        Company {
+            record_type: company_type(),
+            schema: SCHEMA_VERSION,
+            deleted: false,
+            deleted_at: None,
+            merged_into: None,
+            links: BTreeMap::new(),
+            name: None,
+            domain: None,
+            industry: None,
+            description: None,
+            phones: BTreeMap::new(),
+            address: Address::default(),
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// `address` of a company: a container edited key by key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub street: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 where the provider gives one, else as the provider wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A `deal` document (HubSpot deal, Salesforce Opportunity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deal {
+    #[serde(rename = "type", default = "deal_type")]
+    pub record_type: String,
+    #[serde(default = "current_schema")]
+    pub schema: u64,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    #[serde(default)]
+    pub links: BTreeMap<String, Link>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The provider's stage value as written there (stages are per pipeline and per CRM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// A decimal string (`"12500.00"`): money never goes through a float.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    /// ISO 4217 code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_date: Option<String>,
+    /// Plain text, edited with minimal splices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// An `automerge:` URL of the company record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    /// The deal's contacts: `automerge:` URL to `{"primary": bool}` (a map, so concurrent
+    /// additions of the same contact never duplicate).
+    #[serde(default)]
+    pub contacts: BTreeMap<String, DealContact>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Default for Deal {
+    fn default() -> Self {
+        Deal {
+            record_type: deal_type(),
+            schema: SCHEMA_VERSION,
+            deleted: false,
+            deleted_at: None,
+            merged_into: None,
+            links: BTreeMap::new(),
+            name: None,
+            stage: None,
+            pipeline: None,
+            amount: None,
+            currency: None,
+            close_date: None,
+            description: None,
+            company: None,
+            contacts: BTreeMap::new(),
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// One entry of a deal's `contacts`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DealContact {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub primary: bool,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// One email or phone slot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactPoint {
@@ -376,4 +537,49 @@ pub(crate) const CONTACT_KIND: Kind = Kind::Struct(&[
     ("company", Kind::Atomic),
     ("emails", Kind::Entries(&CONTACT_POINT)),
     ("phones", Kind::Entries(&CONTACT_POINT)),
+]);
+
+pub(crate) const COMPANY_KIND: Kind = Kind::Struct(&[
+    ("type", Kind::Atomic),
+    ("schema", Kind::Uint),
+    ("deleted", Kind::Bool),
+    ("deleted_at", Kind::Atomic),
+    ("merged_into", Kind::Atomic),
+    ("links", LINKS),
+    ("name", Kind::Atomic),
+    ("domain", Kind::Atomic),
+    ("industry", Kind::Atomic),
+    ("description", Kind::Text),
+    ("phones", Kind::Entries(&CONTACT_POINT)),
+    (
+        "address",
+        Kind::Struct(&[
+            ("street", Kind::Atomic),
+            ("city", Kind::Atomic),
+            ("region", Kind::Atomic),
+            ("postal_code", Kind::Atomic),
+            ("country", Kind::Atomic),
+        ]),
+    ),
+]);
+
+pub(crate) const DEAL_KIND: Kind = Kind::Struct(&[
+    ("type", Kind::Atomic),
+    ("schema", Kind::Uint),
+    ("deleted", Kind::Bool),
+    ("deleted_at", Kind::Atomic),
+    ("merged_into", Kind::Atomic),
+    ("links", LINKS),
+    ("name", Kind::Atomic),
+    ("stage", Kind::Atomic),
+    ("pipeline", Kind::Atomic),
+    ("amount", Kind::Atomic),
+    ("currency", Kind::Atomic),
+    ("close_date", Kind::Atomic),
+    ("description", Kind::Text),
+    ("company", Kind::Atomic),
+    (
+        "contacts",
+        Kind::Entries(&Kind::Struct(&[("primary", Kind::Bool)])),
+    ),
 ]);

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::model::{
-    CALENDAR_EVENT, CONTACT, CONTACT_KIND, CalendarEvent, Contact, EVENT_KIND, Kind, SCHEMA_VERSION,
+    CALENDAR_EVENT, COMPANY, COMPANY_KIND, CONTACT, CONTACT_KIND, CalendarEvent, Company, Contact,
+    DEAL, DEAL_KIND, Deal, EVENT_KIND, Kind, SCHEMA_VERSION,
 };
 use crate::time::{EventTime, TimeParseError};
 
@@ -72,6 +73,16 @@ pub fn read_event<D: ReadDoc>(doc: &D) -> Result<CalendarEvent, ReadError> {
 /// Reads a `contact`, upgrading older schemas.
 pub fn read_contact<D: ReadDoc>(doc: &D) -> Result<Contact, ReadError> {
     read_record(doc, CONTACT, CONTACT_KIND)
+}
+
+/// Reads a `company`, upgrading older schemas.
+pub fn read_company<D: ReadDoc>(doc: &D) -> Result<Company, ReadError> {
+    read_record(doc, COMPANY, COMPANY_KIND)
+}
+
+/// Reads a `deal`, upgrading older schemas.
+pub fn read_deal<D: ReadDoc>(doc: &D) -> Result<Deal, ReadError> {
+    read_record(doc, DEAL, DEAL_KIND)
 }
 
 /// The record's `type`, if the root holds a string there.

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::model::{
-    CALENDAR_EVENT, CONTACT, CONTACT_KIND, CalendarEvent, Contact, EVENT_KIND, Kind,
+    CALENDAR_EVENT, COMPANY, COMPANY_KIND, CONTACT, CONTACT_KIND, CalendarEvent, Company, Contact,
+    DEAL, DEAL_KIND, Deal, EVENT_KIND, Kind,
 };
 use crate::read::{ReadError, canonical_json, to_json};
 
@@ -97,6 +98,37 @@ pub fn apply_contact_diff<D: Transactable>(
     write_diff(doc, CONTACT_KIND, CONTACT, Some(old), new)
 }
 
+/// Writes a new company into an empty document, creating every container once.
+pub fn create_company<D: Transactable>(
+    doc: &mut D,
+    company: &Company,
+) -> Result<ChangeSummary, WriteError> {
+    write_diff(doc, COMPANY_KIND, COMPANY, None, company)
+}
+
+/// Writes only the fields where `new` differs from `old`.
+pub fn apply_company_diff<D: Transactable>(
+    doc: &mut D,
+    old: &Company,
+    new: &Company,
+) -> Result<ChangeSummary, WriteError> {
+    write_diff(doc, COMPANY_KIND, COMPANY, Some(old), new)
+}
+
+/// Writes a new deal into an empty document, creating every container once.
+pub fn create_deal<D: Transactable>(doc: &mut D, deal: &Deal) -> Result<ChangeSummary, WriteError> {
+    write_diff(doc, DEAL_KIND, DEAL, None, deal)
+}
+
+/// Writes only the fields where `new` differs from `old`.
+pub fn apply_deal_diff<D: Transactable>(
+    doc: &mut D,
+    old: &Deal,
+    new: &Deal,
+) -> Result<ChangeSummary, WriteError> {
+    write_diff(doc, DEAL_KIND, DEAL, Some(old), new)
+}
+
 /// Writes `old -> new` as if the document were still at `heads` (where the writer took `old`, e.g.
 /// a bridge's shadow), commits it as one change with `options`, and returns to the full document.
 ///
@@ -112,6 +144,28 @@ pub fn commit_event_diff_at(
     options: CommitOptions,
 ) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
     commit_at(doc, heads, options, |doc| apply_event_diff(doc, old, new))
+}
+
+/// The company counterpart of [`commit_event_diff_at`].
+pub fn commit_company_diff_at(
+    doc: &mut AutoCommit,
+    heads: &[ChangeHash],
+    old: &Company,
+    new: &Company,
+    options: CommitOptions,
+) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
+    commit_at(doc, heads, options, |doc| apply_company_diff(doc, old, new))
+}
+
+/// The deal counterpart of [`commit_event_diff_at`].
+pub fn commit_deal_diff_at(
+    doc: &mut AutoCommit,
+    heads: &[ChangeHash],
+    old: &Deal,
+    new: &Deal,
+    options: CommitOptions,
+) -> Result<(ChangeSummary, Option<ChangeHash>), WriteError> {
+    commit_at(doc, heads, options, |doc| apply_deal_diff(doc, old, new))
 }
 
 /// The contact counterpart of [`commit_event_diff_at`].
@@ -155,6 +209,8 @@ pub fn upgrade_document<D: Transactable>(doc: &mut D) -> Result<ChangeSummary, U
     let (record_type, kind) = match crate::read::record_type(doc).as_deref() {
         Some(CALENDAR_EVENT) => (CALENDAR_EVENT, EVENT_KIND),
         Some(CONTACT) => (CONTACT, CONTACT_KIND),
+        Some(COMPANY) => (COMPANY, COMPANY_KIND),
+        Some(DEAL) => (DEAL, DEAL_KIND),
         _ => return Err(UpgradeError::UnknownType),
     };
     let raw = to_json(doc).map_err(am(""))?;

@@ -42,6 +42,136 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// `[[bridges]]`: provider bridges (CalDAV / CardDAV so far).
     pub bridges: Vec<BridgeConfig>,
+    /// `[[policies]]`: which source decides a field of a record type. Checked against `bridges`
+    /// at startup ([`validate_policies`]).
+    pub policies: Vec<Policy>,
+}
+
+/// Who decides a field (`authority` of a `[[policies]]` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// This bridge's value wins; for `field = "deleted"`, its provider delete tombstones the
+    /// record even while other bridges still hold it.
+    Bridge(String),
+    /// No source is preferred: for now Automerge's deterministic resolution (the same on every
+    /// replica), not yet a comparison of modification times (docs/configuration.md).
+    Latest,
+}
+
+/// One `[[policies]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `calendar_event` or `contact`.
+    pub record_type: String,
+    /// A top-level field of the record type (see [`policy_fields`]), or `deleted`.
+    pub field: String,
+    pub authority: Authority,
+}
+
+/// The fields of `record_type` a `[[policies]]` entry may name: the top-level fields of the
+/// record (contracts: "Record documents"; containers count as one field) and `deleted` (the delete
+/// authority). `None`: not a record type bridges sync.
+pub fn policy_fields(record_type: &str) -> Option<&'static [&'static str]> {
+    match record_type {
+        driftless_crdt_model::CALENDAR_EVENT => Some(&[
+            "title",
+            "location",
+            "status",
+            "ical_uid",
+            "description",
+            "start",
+            "end",
+            "recurrence",
+            "overrides",
+            "organizer",
+            "attendees",
+            "deleted",
+        ]),
+        driftless_crdt_model::CONTACT => Some(&[
+            "name",
+            "organization",
+            "job_title",
+            "notes",
+            "company",
+            "emails",
+            "phones",
+            "deleted",
+        ]),
+        _ => None,
+    }
+}
+
+/// The record type a bridge of `kind` syncs.
+pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
+    match kind {
+        BridgeKind::CalDav => driftless_crdt_model::CALENDAR_EVENT,
+        BridgeKind::CardDav => driftless_crdt_model::CONTACT,
+    }
+}
+
+/// Checks `[[policies]]` against the record model and `bridges`: a known record type and field,
+/// an authority that is "latest" or a configured bridge syncing that record type, and at most one
+/// entry per (record type, field). Errors name the entry (0-based index) and the key.
+pub fn validate_policies(policies: &[Policy], bridges: &[BridgeConfig]) -> Result<(), ConfigError> {
+    for (index, policy) in policies.iter().enumerate() {
+        let err = |key: &str, message: String| ConfigError::Policy {
+            index,
+            key: key.to_owned(),
+            message,
+        };
+        let Some(fields) = policy_fields(&policy.record_type) else {
+            return Err(err(
+                "record_type",
+                format!(
+                    "`{}` is not a record type bridges sync (calendar_event, contact)",
+                    policy.record_type
+                ),
+            ));
+        };
+        if !fields.contains(&policy.field.as_str()) {
+            return Err(err(
+                "field",
+                format!(
+                    "`{}` is not a field of {} (one of: {})",
+                    policy.field,
+                    policy.record_type,
+                    fields.join(", ")
+                ),
+            ));
+        }
+        if let Authority::Bridge(id) = &policy.authority {
+            let Some(bridge) = bridges.iter().find(|b| &b.id == id) else {
+                return Err(err(
+                    "authority",
+                    format!("`{id}` is neither \"latest\" nor the id of a [[bridges]] entry"),
+                ));
+            };
+            let syncs = bridge_record_type(bridge.kind);
+            if syncs != policy.record_type {
+                return Err(err(
+                    "authority",
+                    format!(
+                        "bridge `{id}` ({}) syncs {syncs} records, not {}",
+                        bridge.kind.as_str(),
+                        policy.record_type
+                    ),
+                ));
+            }
+        }
+        if let Some(earlier) = policies[..index]
+            .iter()
+            .position(|p| p.record_type == policy.record_type && p.field == policy.field)
+        {
+            return Err(err(
+                "field",
+                format!(
+                    "{}.{} already has a policy (entry {earlier}); one authority per field",
+                    policy.record_type, policy.field
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The provider kind of a `[[bridges]]` entry.
@@ -151,6 +281,7 @@ impl Default for Config {
             limits: Limits::default(),
             allow_anonymous: false,
             bridges: Vec::new(),
+            policies: Vec::new(),
         }
     }
 }
@@ -177,8 +308,13 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("config section `{key}` is not supported yet; remove it to start")]
-    NotSupported { key: &'static str },
+    /// A bad `[[policies]]` entry: names the entry (0-based index) and the key.
+    #[error("config `[[policies]]` entry {index}: key `{key}`: {message}")]
+    Policy {
+        index: usize,
+        key: String,
+        message: String,
+    },
     #[error("config key `{key}`: environment variable {var} {problem}")]
     Env {
         key: &'static str,
@@ -214,6 +350,14 @@ struct ConfigFile {
 }
 
 impl Config {
+    /// `default_phone_region` (validated at load), US when unset.
+    pub fn phone_region(&self) -> driftless_crdt_model::identity::PhoneRegion {
+        self.default_phone_region
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// Defaults, then the file at `path` (if any), then `overrides`.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut config = match path {
@@ -256,11 +400,6 @@ impl Config {
             path: PathBuf::from("<string>"),
             message: e.to_string(),
         })?;
-        // Later issues add these sections; accepting them silently would pretend they work.
-        if file.policies.is_some() {
-            return Err(ConfigError::NotSupported { key: "policies" });
-        }
-
         let mut config = Self::default();
         if let Some(v) = file.listen {
             let s = expect_str("listen", &v)?;
@@ -302,7 +441,11 @@ impl Config {
         }
         if let Some(v) = file.default_phone_region {
             let s = expect_str("default_phone_region", &v)?;
-            if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+            if s.len() != 2
+                || !s.bytes().all(|b| b.is_ascii_uppercase())
+                || s.parse::<driftless_crdt_model::identity::PhoneRegion>()
+                    .is_err()
+            {
                 return Err(invalid(
                     "default_phone_region",
                     format!("`{s}` is not a two-letter region code like \"US\""),
@@ -330,6 +473,10 @@ impl Config {
         }
         if let Some(v) = file.bridges {
             config.bridges = parse_bridges(v, env)?;
+        }
+        if let Some(v) = file.policies {
+            config.policies = parse_policies(v)?;
+            validate_policies(&config.policies, &config.bridges)?;
         }
         Ok(config)
     }
@@ -639,6 +786,55 @@ fn parse_bridge(
     })
 }
 
+/// Parses `[[policies]]` (shape only; [`validate_policies`] checks the names).
+fn parse_policies(v: toml::Value) -> Result<Vec<Policy>, ConfigError> {
+    let toml::Value::Array(entries) = v else {
+        return Err(invalid(
+            "policies",
+            "must be an array of tables: write each entry as [[policies]]",
+        ));
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let err = |key: &str, message: String| ConfigError::Policy {
+            index,
+            key: key.to_owned(),
+            message,
+        };
+        let toml::Value::Table(mut table) = entry else {
+            return Err(err("policies", "each entry must be a table".into()));
+        };
+        let mut string = |key: &str| -> Result<String, ConfigError> {
+            match table.remove(key) {
+                None => Err(err(key, "is required".into())),
+                Some(toml::Value::String(s)) => Ok(s),
+                Some(other) => Err(err(
+                    key,
+                    format!("must be a string, not {}", other.type_str()),
+                )),
+            }
+        };
+        let record_type = string("record_type")?;
+        let field = string("field")?;
+        let authority = match string("authority")?.as_str() {
+            "latest" => Authority::Latest,
+            id => Authority::Bridge(id.to_owned()),
+        };
+        if let Some(key) = table.keys().next() {
+            return Err(err(
+                key,
+                "is not a known key of a policy (record_type, field, authority)".into(),
+            ));
+        }
+        out.push(Policy {
+            record_type,
+            field,
+            authority,
+        });
+    }
+    Ok(out)
+}
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::InvalidValue {
         key,
@@ -841,13 +1037,151 @@ mod tests {
         }
     }
 
+    const TWO_BRIDGES: &str = r#"
+[[bridges]]
+id = "team-cal"
+kind = "caldav"
+url = "http://127.0.0.1:5232/alice/cal/"
+
+[[bridges]]
+id = "people"
+kind = "carddav"
+url = "http://127.0.0.1:5232/alice/book/"
+"#;
+
     #[test]
-    fn later_sections_are_refused() {
-        let (text, key) = ("[[policies]]\nfield = \"phones\"", "policies");
-        let err = Config::from_toml_str(text).unwrap_err();
-        assert!(matches!(err, ConfigError::NotSupported { .. }), "{err}");
-        assert!(err.to_string().contains(key), "{err}");
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+    fn policies_parse() {
+        let text = format!(
+            "{TWO_BRIDGES}\n[[policies]]\nrecord_type = \"contact\"\nfield = \"phones\"\n\
+             authority = \"people\"\n\n[[policies]]\nrecord_type = \"calendar_event\"\n\
+             field = \"deleted\"\nauthority = \"team-cal\"\n\n[[policies]]\n\
+             record_type = \"contact\"\nfield = \"name\"\nauthority = \"latest\"\n"
+        );
+        let config = Config::from_toml_str_env(&text, &|_| None).unwrap();
+        assert_eq!(
+            config.policies,
+            vec![
+                Policy {
+                    record_type: "contact".into(),
+                    field: "phones".into(),
+                    authority: Authority::Bridge("people".into()),
+                },
+                Policy {
+                    record_type: "calendar_event".into(),
+                    field: "deleted".into(),
+                    authority: Authority::Bridge("team-cal".into()),
+                },
+                Policy {
+                    record_type: "contact".into(),
+                    field: "name".into(),
+                    authority: Authority::Latest,
+                },
+            ]
+        );
+        assert!(Config::from_toml_str("").unwrap().policies.is_empty());
+    }
+
+    #[test]
+    fn bad_policies_name_the_entry_and_key() {
+        let ok =
+            "[[policies]]\nrecord_type = \"contact\"\nfield = \"phones\"\nauthority = \"people\"\n";
+        for (policies, index, key, needle) in [
+            (
+                "[[policies]]\nrecord_type = \"deal\"\nfield = \"x\"\nauthority = \"latest\"\n".to_owned(),
+                0,
+                "record_type",
+                "deal",
+            ),
+            (
+                format!("{ok}[[policies]]\nrecord_type = \"contact\"\nfield = \"fax\"\nauthority = \"latest\"\n"),
+                1,
+                "field",
+                "fax",
+            ),
+            (
+                "[[policies]]\nrecord_type = \"contact\"\nfield = \"phones\"\nauthority = \"crm\"\n".to_owned(),
+                0,
+                "authority",
+                "crm",
+            ),
+            (
+                "[[policies]]\nrecord_type = \"contact\"\nfield = \"phones\"\nauthority = \"team-cal\"\n".to_owned(),
+                0,
+                "authority",
+                "syncs calendar_event",
+            ),
+            (
+                format!("{ok}[[policies]]\nrecord_type = \"contact\"\nfield = \"phones\"\nauthority = \"latest\"\n"),
+                1,
+                "field",
+                "already has a policy",
+            ),
+            (
+                "[[policies]]\nrecord_type = \"contact\"\nauthority = \"latest\"\n".to_owned(),
+                0,
+                "field",
+                "required",
+            ),
+            (
+                format!("{ok}colour = \"red\"\n"),
+                0,
+                "colour",
+                "not a known key",
+            ),
+            (
+                "[[policies]]\nrecord_type = \"contact\"\nfield = 3\nauthority = \"latest\"\n".to_owned(),
+                0,
+                "field",
+                "must be a string",
+            ),
+        ] {
+            let text = format!("{TWO_BRIDGES}\n{policies}");
+            let err = Config::from_toml_str_env(&text, &|_| None).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Policy { index: i, key: k, .. } if *i == index && k == key),
+                "{policies}: {msg}"
+            );
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+            assert!(msg.contains(&format!("entry {index}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn policy_fields_cover_every_field_of_the_records() {
+        // A new top-level field in the record model must be known to [[policies]] too.
+        let server_side = ["type", "schema", "links", "deleted_at", "merged_into"];
+        let event = driftless_crdt_model::CalendarEvent {
+            title: Some("t".into()),
+            location: Some("l".into()),
+            status: Some("confirmed".into()),
+            ical_uid: Some("u".into()),
+            description: Some("d".into()),
+            start: Some("2026-01-01".into()),
+            end: Some("2026-01-02".into()),
+            recurrence: Some(Default::default()),
+            ..Default::default()
+        };
+        let contact = driftless_crdt_model::Contact {
+            organization: Some("o".into()),
+            job_title: Some("j".into()),
+            notes: Some("n".into()),
+            company: Some("automerge:x".into()),
+            ..Default::default()
+        };
+        for (record_type, json) in [
+            ("calendar_event", serde_json::to_value(&event).unwrap()),
+            ("contact", serde_json::to_value(&contact).unwrap()),
+        ] {
+            let fields = policy_fields(record_type).unwrap();
+            for key in json.as_object().unwrap().keys() {
+                assert!(
+                    fields.contains(&key.as_str()) || server_side.contains(&key.as_str()),
+                    "{record_type}.{key} is not a policy field"
+                );
+            }
+        }
     }
 
     #[test]

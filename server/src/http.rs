@@ -42,6 +42,10 @@ pub struct AppState {
     /// Durable documents, for the record listings (every change there is acknowledged only once
     /// stored, so storage is the durable truth).
     pub storage: crate::storage::Storage,
+    /// `default_phone_region`, for identity matching.
+    pub phone_region: driftless_crdt_model::identity::PhoneRegion,
+    /// What `GET /v1/records` lists from.
+    pub records: crate::records::RecordIndex,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bridges/{id}/sync", post(post_bridge_sync))
         .route("/v1/records", get(get_records))
         .route("/v1/records/{document_id}/conflicts", get(get_conflicts))
+        .route("/v1/identity/suggestions", get(get_identity_suggestions))
         .fallback(fallback)
         .with_state(state)
 }
@@ -356,38 +361,45 @@ async fn get_records(
         })?),
     };
     let storage = state.storage.clone();
+    let index = state.records.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
-        let ids = storage
-            .workspace_documents(&claims.ws, after.as_ref())
+        let after = after.map(|a| a.to_string());
+        // One more than the page: its presence says there is a next page.
+        let ids = index
+            .list(
+                &crate::records::Listing {
+                    workspace: &claims.ws,
+                    record_type: record_type.as_deref(),
+                    include_deleted,
+                    after: after.as_deref(),
+                },
+                limit.saturating_add(1),
+                |id| claims.in_scope(id),
+            )
             .map_err(|e| e.to_string())?;
+        let more = ids.len() > limit;
         let mut records = Vec::new();
-        let mut next = None;
-        for id in ids {
-            if !claims.in_scope(&id) {
-                continue;
-            }
-            if records.len() == limit {
-                next = records
-                    .last()
-                    .map(|(d, _): &(DocumentId, serde_json::Value)| d.to_string());
-                break;
-            }
-            let Ok(Some(doc)) = storage.load_document(&id) else {
-                continue;
+        for id in ids.into_iter().take(limit) {
+            // A document that does not load is left out (and logged), not a failed listing.
+            let json = match storage.load_document(&id).map(|d| d.map(|d| driftless_crdt_model::to_json(&d))) {
+                Ok(Some(Ok(json))) => json,
+                Ok(None) => continue,
+                Ok(Some(Err(e))) => {
+                    warn!(doc = %id, error = %e, "record listing: document not readable; left out");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(doc = %id, error = %e, "record listing: document does not load; left out");
+                    continue;
+                }
             };
-            let Ok(json) = driftless_crdt_model::to_json(&doc) else {
-                continue;
-            };
-            if let Some(t) = &record_type
-                && json.get("type").and_then(|v| v.as_str()) != Some(t.as_str())
-            {
-                continue;
-            }
-            if !include_deleted && json.get("deleted").and_then(|v| v.as_bool()) == Some(true) {
-                continue;
-            }
             records.push((id, json));
         }
+        let next = if more {
+            records.last().map(|(d, _)| d.to_string())
+        } else {
+            None
+        };
         let records: Vec<serde_json::Value> = records
             .into_iter()
             .map(|(id, record)| serde_json::json!({"url": format!("automerge:{id}"), "record": record}))
@@ -444,13 +456,19 @@ async fn get_conflicts(
                 return Ok(None);
             }
             let sources = bridges.actor_sources();
-            let conflicts = driftless_crdt_model::field_conflicts(&stored.document, |actor| {
+            let mut conflicts = driftless_crdt_model::field_conflicts(&stored.document, |actor| {
                 sources
                     .get(actor.to_bytes())
                     .cloned()
                     .unwrap_or_else(|| "app".to_owned())
             })
             .map_err(|e| e.to_string())?;
+            // A field with a `[[policies]]` authority: that bridge's value is the winner.
+            if let Some(record_type) = driftless_crdt_model::record_type(&stored.document) {
+                bridges
+                    .policies()
+                    .apply_winners(&record_type, &mut conflicts);
+            }
             Ok(Some(serde_json::json!({ "conflicts": conflicts })))
         })
         .await
@@ -463,6 +481,24 @@ async fn get_conflicts(
             )
         })?;
     answer.map(Json).ok_or_else(not_found)
+}
+
+/// `GET /v1/identity/suggestions`: contacts that may be one person.
+async fn get_identity_suggestions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = state.api_claims(&headers)?;
+    let storage = state.storage.clone();
+    let region = state.phone_region;
+    let index = state.records.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::identity::suggestions(&storage, &index, &claims, region)
+    })
+    .await
+    .map_err(|_| ApiError::shutting_down())?
+    .map(Json)
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failed", e))
 }
 
 /// Upgrades to a WebSocket on any unrouted path; anything else is a JSON 404.

@@ -17,9 +17,11 @@ pub mod bridge;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod records;
 pub mod storage;
 pub mod writer;
 pub mod ws;
@@ -155,6 +157,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
     // Bridges hold the database until `Bridges::shutdown`; the HTTP state until the server ends.
     let bridges = Arc::new(bridge::Bridges::start(
         &config.bridges,
+        &config.policies,
         &storage,
         net_tx.clone(),
     )?);
@@ -193,7 +196,9 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         auth: config.auth.clone().map(Arc::new),
         admission: limits::Admission::new(&config.limits),
         bridges: bridges.clone(),
+        records: records::RecordIndex::new(http_storage.clone()),
         storage: http_storage,
+        phone_region: config.phone_region(),
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();

@@ -308,29 +308,6 @@ impl Storage {
         &self.db
     }
 
-    /// Every document recorded in `workspace`, in id order, after `after` (exclusive).
-    pub fn workspace_documents(
-        &self,
-        workspace: &str,
-        after: Option<&DocumentId>,
-    ) -> Result<Vec<DocumentId>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(DOC_WORKSPACE).map_err(read_err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(read_err)? {
-            let (id, ws) = entry.map_err(read_err)?;
-            if ws.value() == workspace {
-                out.push(DocumentId::from_bytes(id.value()));
-            }
-        }
-        out.sort_by_key(|d| d.to_string());
-        if let Some(after) = after {
-            let after = after.to_string();
-            out.retain(|d| d.to_string() > after);
-        }
-        Ok(out)
-    }
-
     /// The seqs currently stored for `doc` (for tests and diagnostics).
     pub fn chunk_seqs(&self, doc: &DocumentId) -> Result<Vec<u64>, StorageError> {
         let txn = self.db.begin_read().map_err(read_err)?;

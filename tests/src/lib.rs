@@ -4,6 +4,7 @@
 
 pub mod dav_bridge;
 pub mod dav_proxy;
+pub mod fault_proxy;
 pub mod process;
 pub mod radicale;
 pub mod rust_client;

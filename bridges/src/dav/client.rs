@@ -85,6 +85,8 @@ pub enum HttpError {
         url: String,
         status: StatusCode,
         body: String,
+        /// The response's `Retry-After`, when it had one.
+        retry_after: Option<Duration>,
     },
     #[error("etag {etag:?} cannot be sent as a header value")]
     BadEtag { etag: String },
@@ -268,7 +270,13 @@ impl DavClient {
         Ok((status, headers, body))
     }
 
-    fn unexpected(method: Method, url: &Url, status: StatusCode, body: &[u8]) -> HttpError {
+    fn unexpected(
+        method: Method,
+        url: &Url,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> HttpError {
         let mut text = String::from_utf8_lossy(body).into_owned();
         if text.len() > BODY_SNIPPET {
             let mut cut = BODY_SNIPPET;
@@ -283,6 +291,7 @@ impl DavClient {
             url: url.to_string(),
             status,
             body: text,
+            retry_after: retry_after(headers, SystemTime::now()),
         }
     }
 
@@ -305,7 +314,7 @@ impl DavClient {
         let method = report_method();
         let url = self.collection.clone();
         let body = wire::sync_collection_body(token, self.sync_limit);
-        let (status, _, resp) = self
+        let (status, resp_headers, resp) = self
             .send(
                 method.clone(),
                 url.clone(),
@@ -319,7 +328,7 @@ impl DavClient {
                 url.path(),
             )?)),
             403 | 409 | 412 if is_valid_sync_token_error(&resp) => Ok(SyncOutcome::TokenInvalid),
-            _ => Err(Self::unexpected(method, &url, status, &resp).into()),
+            _ => Err(Self::unexpected(method, &url, status, &resp_headers, &resp).into()),
         }
     }
 
@@ -331,7 +340,7 @@ impl DavClient {
         let method = report_method();
         let url = self.collection.clone();
         let body = wire::multiget_body(self.kind, hrefs);
-        let (status, _, resp) = self
+        let (status, resp_headers, resp) = self
             .send(
                 method.clone(),
                 url.clone(),
@@ -340,7 +349,7 @@ impl DavClient {
             )
             .await?;
         if status.as_u16() != 207 {
-            return Err(Self::unexpected(method, &url, status, &resp).into());
+            return Err(Self::unexpected(method, &url, status, &resp_headers, &resp).into());
         }
         Ok(wire::parse_multiget(&resp, self.kind)?)
     }
@@ -348,16 +357,16 @@ impl DavClient {
     /// GET one member; `None` when it does not exist.
     pub async fn get(&self, href: &str) -> Result<Option<Resource>, FetchError> {
         let url = self.resolve(href)?;
-        let (status, headers, resp) = self
+        let (status, resp_headers, resp) = self
             .send(Method::GET, url.clone(), HeaderMap::new(), None)
             .await?;
         match status.as_u16() {
             200 => Ok(Some(Resource {
-                etag: header_string(&headers, ETAG),
+                etag: header_string(&resp_headers, ETAG),
                 body: String::from_utf8_lossy(&resp).into_owned(),
             })),
             404 | 410 => Ok(None),
-            _ => Err(Self::unexpected(Method::GET, &url, status, &resp).into()),
+            _ => Err(Self::unexpected(Method::GET, &url, status, &resp_headers, &resp).into()),
         }
     }
 
@@ -383,7 +392,7 @@ impl DavClient {
                 etag: header_string(&resp_headers, ETAG),
             }),
             412 => Ok(PutOutcome::PreconditionFailed),
-            _ => Err(Self::unexpected(Method::PUT, &url, status, &resp).into()),
+            _ => Err(Self::unexpected(Method::PUT, &url, status, &resp_headers, &resp).into()),
         }
     }
 
@@ -398,14 +407,14 @@ impl DavClient {
         if let Some(etag) = if_match {
             set_precondition(&mut headers, Precondition::IfMatch(etag))?;
         }
-        let (status, _, resp) = self
+        let (status, resp_headers, resp) = self
             .send(Method::DELETE, url.clone(), headers, None)
             .await?;
         match status.as_u16() {
             200..=299 => Ok(DeleteOutcome::Deleted),
             404 | 410 => Ok(DeleteOutcome::NotFound),
             412 => Ok(DeleteOutcome::PreconditionFailed),
-            _ => Err(Self::unexpected(Method::DELETE, &url, status, &resp).into()),
+            _ => Err(Self::unexpected(Method::DELETE, &url, status, &resp_headers, &resp).into()),
         }
     }
 
@@ -423,7 +432,7 @@ impl DavClient {
             ),
         };
         let url = self.collection.clone();
-        let (status, _, resp) = self
+        let (status, resp_headers, resp) = self
             .send(
                 method.clone(),
                 url.clone(),
@@ -434,7 +443,7 @@ impl DavClient {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::unexpected(method, &url, status, &resp).into())
+            Err(Self::unexpected(method, &url, status, &resp_headers, &resp).into())
         }
     }
 }

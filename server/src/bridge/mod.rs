@@ -16,13 +16,28 @@
 //!   create (at an href derived from the document id, so a retried create meets a 412 and adopts
 //!   its own earlier write), `DELETE` for tombstones. A 412 re-fetches, merges the provider's
 //!   change into the document and retries. The cursor moves only after its jobs are done.
-//! - Deletes from the provider unlink, and tombstone only when no other live link remains; a
+//! - A job the provider refuses for that record alone (a 4xx, 507, a document that cannot be
+//!   rendered) becomes a **failed job** (`store`, keyed by bridge and document): the cursor moves
+//!   on, the other records go through, and the failed one is retried with its own exponential
+//!   backoff (jitter, `Retry-After`) until it is written or no longer needs a write.
+//! - New provider records: the chosen document id is stored as a pending import before the
+//!   document is sent and becomes the link once the document is durable; a round first finishes
+//!   pending imports a crash interrupted (adopting the durable document, or recreating it with
+//!   the same id), so a record is never imported twice.
+//! - Deletes from the provider unlink, and tombstone only when no other live link remains or the
+//!   bridge is the record type's delete authority (`[[policies]]`, `field = "deleted"`); a
 //!   round deleting more than `max_delete_fraction` of the linked records (or an empty complete
 //!   listing) applies nothing and waits in `needs_confirmation` for `?confirm_deletes=true`.
+//! - Policies: a conflict in a field whose `[[policies]]` authority is a bridge is resolved to
+//!   that bridge's value before the document is pushed and after a bridge writes into it.
 //!
-//! Failures back off exponentially with jitter and honour `Retry-After`.
+//! Provider-wide failures (unreachable, 5xx, 429, credentials) back off the whole round
+//! exponentially with jitter and honour `Retry-After`; no job is lost.
 //! Must not: write a document except through the engine, or hold bridge state outside `store`.
 
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
+pub mod policy;
 pub mod record;
 pub mod store;
 pub mod translate;
@@ -37,18 +52,21 @@ use driftless_bridges::dav::client::{
     SyncError, SyncOutcome, WriteError,
 };
 use driftless_bridges::dav::wire::{CollectionKind, Fetched};
-use driftless_bridges::sync::{self, FetchedMember, Known, Listed, Removal};
+use driftless_bridges::sync::{
+    self, FailureScope, FetchedMember, JobRetry, Known, Listed, Removal,
+};
 use driftless_client_protocol::DocumentId;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{BridgeConfig, BridgeKind};
+use crate::config::{BridgeConfig, BridgeKind, Policy};
 use crate::host::HostInput;
 use crate::storage::Storage;
+use policy::Policies;
 use record::Record;
-use store::{BridgeStore, LinkOp, Shadow};
+use store::{BridgeStore, FailedJob, LinkOp, Shadow};
 
 /// Most hrefs in one multiget.
 const MULTIGET_BATCH: usize = 100;
@@ -64,6 +82,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub enum BridgeError {
     #[error("bridge {bridge}: {what}")]
     Provider {
+        bridge: String,
+        what: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider refused this one record, or the document cannot be rendered for it: the
+    /// outbox parks it as a failed job and goes on with the others.
+    #[error("bridge {bridge}: {what}")]
+    Record {
         bridge: String,
         what: String,
         retry_after: Option<Duration>,
@@ -120,6 +146,7 @@ struct Handle {
 /// All configured bridges: what the HTTP API talks to.
 pub struct Bridges {
     handles: BTreeMap<String, Handle>,
+    policies: Arc<Policies>,
     store: Option<BridgeStore>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
@@ -141,6 +168,12 @@ fn now_rfc3339() -> String {
     )
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared
         .lock()
@@ -152,21 +185,26 @@ impl Bridges {
     pub fn none() -> Self {
         Self {
             handles: BTreeMap::new(),
+            policies: Arc::new(Policies::default()),
             store: None,
             tasks: Mutex::new(Vec::new()),
             stop: watch::channel(false).0,
         }
     }
 
-    /// Starts one task per configured bridge.
+    /// Starts one task per configured bridge, applying `policies` (checked here against the
+    /// bridges, so a configuration built in code is validated like a file).
     pub fn start(
         configs: &[BridgeConfig],
+        policies: &[Policy],
         storage: &Storage,
         net_tx: mpsc::Sender<HostInput>,
     ) -> anyhow::Result<Self> {
+        crate::config::validate_policies(policies, configs)?;
         if configs.is_empty() {
             return Ok(Self::none());
         }
+        let policies = Arc::new(Policies::new(policies));
         let store = BridgeStore::open(storage.clone())?;
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = BTreeMap::new();
@@ -196,6 +234,7 @@ impl Bridges {
                 net_tx: net_tx.clone(),
                 actor,
                 shared: shared.clone(),
+                policies: policies.clone(),
             };
             tasks.push(tokio::spawn(runner.run(commands_rx, stop_rx.clone())));
             info!(bridge = %config.id, kind = config.kind.as_str(), url = %config.url, "bridge started");
@@ -210,6 +249,7 @@ impl Bridges {
         }
         Ok(Self {
             handles,
+            policies,
             store: Some(store),
             tasks: Mutex::new(tasks),
             stop,
@@ -238,23 +278,41 @@ impl Bridges {
             .unwrap_or_default()
     }
 
-    /// Statuses of the bridges of `workspace`.
+    /// The configured `[[policies]]`.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Statuses of the bridges of `workspace`. `outbox_pending` counts the documents changed
+    /// since the outbox cursor plus the failed jobs; without a round error, `last_error` is the
+    /// latest failed job's (naming its document and href).
     pub fn statuses(&self, workspace: &str) -> Vec<BridgeStatus> {
         let mut out = Vec::new();
         for (id, handle) in &self.handles {
             if handle.config.workspace != workspace {
                 continue;
             }
-            let (linked_records, outbox_pending) = match &self.store {
-                Some(store) => (
-                    store.links(id).map(|l| l.len()).unwrap_or(0),
-                    store
+            let (linked_records, outbox_pending, failed_error) = match &self.store {
+                Some(store) => {
+                    let failed = store.failed_jobs(id).unwrap_or_default();
+                    let mut pending: HashSet<String> = store
                         .outbox_cursor(id)
                         .ok()
                         .and_then(|c| store.storage().changes_after(c, 100_000).ok())
-                        .map_or(0, |c| c.len()),
-                ),
-                None => (0, 0),
+                        .map(|c| c.into_iter().map(|(_, doc)| doc.to_string()).collect())
+                        .unwrap_or_default();
+                    pending.extend(failed.keys().cloned());
+                    let failed_error = failed
+                        .values()
+                        .max_by_key(|j| j.failed_at_ms)
+                        .map(|j| format!("bridge {id}: {}", j.last_error));
+                    (
+                        store.links(id).map(|l| l.len()).unwrap_or(0),
+                        pending.len(),
+                        failed_error,
+                    )
+                }
+                None => (0, 0, None),
             };
             let shared = lock(&handle.shared);
             out.push(BridgeStatus {
@@ -263,7 +321,7 @@ impl Bridges {
                 workspace: handle.config.workspace.clone(),
                 state: shared.state,
                 last_sync_at: shared.last_sync_at.clone(),
-                last_error: shared.last_error.clone(),
+                last_error: shared.last_error.clone().or(failed_error),
                 linked_records,
                 outbox_pending,
             });
@@ -304,6 +362,7 @@ struct Runner {
     net_tx: mpsc::Sender<HostInput>,
     actor: ActorId,
     shared: Arc<Mutex<Shared>>,
+    policies: Arc<Policies>,
 }
 
 impl Runner {
@@ -326,12 +385,35 @@ impl Runner {
         }
     }
 
+    fn record_err(
+        &self,
+        what: impl std::fmt::Display,
+        retry_after: Option<Duration>,
+    ) -> BridgeError {
+        BridgeError::Record {
+            bridge: self.config.id.clone(),
+            what: what.to_string(),
+            retry_after,
+        }
+    }
+
+    /// A failed request, as the whole provider's failure or this record's
+    /// ([`sync::failure_scope`]).
     fn http(&self, context: &str, e: &HttpError) -> BridgeError {
-        let retry_after = match e {
-            HttpError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        self.provider(format!("{context}: {e}"), retry_after)
+        let what = format!("{context}: {e}");
+        match e {
+            HttpError::Transport { .. } => self.provider(what, None),
+            HttpError::RateLimited { retry_after, .. } => self.provider(what, *retry_after),
+            HttpError::Status {
+                status,
+                retry_after,
+                ..
+            } => match sync::failure_scope(status.as_u16()) {
+                FailureScope::Provider => self.provider(what, *retry_after),
+                FailureScope::Record => self.record_err(what, *retry_after),
+            },
+            HttpError::BadEtag { .. } | HttpError::BadHref { .. } => self.record_err(what, None),
+        }
     }
 
     fn sync_err(&self, e: SyncError) -> BridgeError {
@@ -344,7 +426,7 @@ impl Runner {
     fn fetch_err(&self, href: &str, e: FetchError) -> BridgeError {
         match e {
             FetchError::Http(h) => self.http(&format!("fetching {href}"), &h),
-            FetchError::Parse(p) => self.provider(format!("fetching {href}: {p}"), None),
+            FetchError::Parse(p) => self.record_err(format!("fetching {href}: {p}"), None),
         }
     }
 
@@ -385,7 +467,8 @@ impl Runner {
                         shared.state = "error";
                         shared.last_error = Some(e.to_string());
                         let retry_after = match e {
-                            BridgeError::Provider { retry_after, .. } => *retry_after,
+                            BridgeError::Provider { retry_after, .. }
+                            | BridgeError::Record { retry_after, .. } => *retry_after,
                             BridgeError::Local { .. } => None,
                         };
                         let delay = sync::backoff(
@@ -412,6 +495,7 @@ impl Runner {
             state: "idle",
             ..RoundReport::default()
         };
+        self.finish_pending_imports().await?;
         self.pull(confirm_deletes, &mut report).await?;
         self.push(&mut report).await?;
         Ok(report)
@@ -491,6 +575,65 @@ impl Runner {
         let changes = am.save_after(&before);
         self.send(doc_id, changes).await?;
         Ok((hash, conflicts))
+    }
+
+    /// Writes the authority's value into every conflict of the document that a `[[policies]]`
+    /// bridge decides (where Automerge picked another value), so every replica and provider
+    /// reads it. Returns whether it wrote.
+    async fn resolve_by_policy(&self, doc_id: &DocumentId) -> Result<bool, BridgeError> {
+        let record_type = Record::type_name(self.config.kind);
+        if !self.policies.has_authority_for(record_type) {
+            return Ok(false);
+        }
+        let Some(am) = self.load(doc_id)? else {
+            return Ok(false);
+        };
+        if driftless_crdt_model::record_type(&am).as_deref() != Some(record_type)
+            || !self.linked_here(&am)
+        {
+            return Ok(false);
+        }
+        let sources = self.store.actor_sources().map_err(|e| self.local(e))?;
+        let Ok(conflicts) = driftless_crdt_model::field_conflicts(&am, |actor| {
+            sources
+                .get(actor.to_bytes())
+                .cloned()
+                .unwrap_or_else(|| "app".to_owned())
+        }) else {
+            return Ok(false);
+        };
+        let resolutions = self.policies.resolutions(record_type, &conflicts);
+        if resolutions.is_empty() {
+            return Ok(false);
+        }
+        // Unreadable: the push reports it as this record's failure.
+        let Ok(current) = Record::read(self.config.kind, &am) else {
+            return Ok(false);
+        };
+        let mut json = current.to_json();
+        for (path, value) in &resolutions {
+            policy::set_dotted(&mut json, path, value.clone());
+        }
+        let resolved = Record::from_json(self.config.kind, json)
+            .map_err(|e| self.record_err(format!("resolving by policy: {e}"), None))?;
+        let fields: Vec<&str> = resolutions.iter().map(|(f, _)| f.as_str()).collect();
+        let (hash, _) = self
+            .write_diff(
+                doc_id,
+                &[],
+                &current,
+                &resolved,
+                &format!(
+                    "bridge {}: policy authority for {}",
+                    self.id(),
+                    fields.join(", ")
+                ),
+            )
+            .await?;
+        if hash.is_some() {
+            info!(bridge = %self.id(), doc = %doc_id, fields = ?fields, "conflict resolved by policy");
+        }
+        Ok(hash.is_some())
     }
 
     fn parse_doc_id(&self, doc: &str) -> Result<DocumentId, BridgeError> {
@@ -678,6 +821,19 @@ impl Runner {
         }
     }
 
+    /// A test-armed fault point ([`failpoints`]): fails the round here as a crash would.
+    fn failpoint(&self, point: &str) -> Result<(), BridgeError> {
+        #[cfg(feature = "failpoints")]
+        if failpoints::fire(self.id(), point) {
+            return Err(self.local(format!("failpoint {point}")));
+        }
+        let _ = point;
+        Ok(())
+    }
+
+    /// A new provider record becomes a new document. The pending import (with the chosen
+    /// document id) is durable before the document is sent, so a crash at any point is finished
+    /// by [`Runner::finish_pending_imports`] instead of importing the record a second time.
     async fn import_new(
         &self,
         href: &str,
@@ -686,6 +842,34 @@ impl Runner {
         record: &Record,
     ) -> Result<(), BridgeError> {
         let doc_id = DocumentId::from_bytes(uuid::Uuid::new_v4().as_bytes());
+        let (hash, changes) = self.new_document(href, record)?;
+        let shadow = Shadow {
+            doc: doc_id.to_string(),
+            etag,
+            raw: body.to_owned(),
+            canonical: record.to_json(),
+            heads: hash.iter().map(ToString::to_string).collect(),
+            uid: translate::resource_uid(body),
+        };
+        self.store
+            .begin_import(self.id(), href, &shadow)
+            .map_err(|e| self.local(e))?;
+        self.failpoint("import.before_send")?;
+        self.send(&doc_id, changes).await?;
+        self.failpoint("import.after_send")?;
+        self.store
+            .finish_import(self.id(), href, &shadow)
+            .map_err(|e| self.local(e))?;
+        info!(bridge = %self.id(), %href, doc = %doc_id, "imported a new provider record");
+        Ok(())
+    }
+
+    /// The changes creating a document for `record` linked to `href`, and their hash.
+    fn new_document(
+        &self,
+        href: &str,
+        record: &Record,
+    ) -> Result<(Option<ChangeHash>, Vec<u8>), BridgeError> {
         let mut with_link = record.clone();
         with_link.links_mut().insert(
             self.id().to_owned(),
@@ -702,28 +886,31 @@ impl Runner {
             automerge::transaction::CommitOptions::default()
                 .with_message(format!("bridge {}: import {href}", self.id())),
         );
-        let changes = am.save();
-        self.send(&doc_id, changes).await?;
-        let shadow = Shadow {
-            doc: doc_id.to_string(),
-            etag,
-            raw: body.to_owned(),
-            canonical: record.to_json(),
-            heads: hash.iter().map(ToString::to_string).collect(),
-            uid: translate::resource_uid(body),
-        };
-        self.store
-            .commit(
-                self.id(),
-                &[LinkOp::Put {
-                    href: href.to_owned(),
-                    shadow: Box::new(shadow),
-                }],
-                None,
-                None,
-            )
+        Ok((hash, am.save()))
+    }
+
+    /// Finishes the imports a crash interrupted: a pending import whose document is durable
+    /// becomes its link; one whose document never arrived is created again under the same id.
+    async fn finish_pending_imports(&self) -> Result<(), BridgeError> {
+        let pending = self
+            .store
+            .pending_imports(self.id())
             .map_err(|e| self.local(e))?;
-        info!(bridge = %self.id(), %href, doc = %doc_id, "imported a new provider record");
+        for (href, mut shadow) in pending {
+            let doc_id = self.parse_doc_id(&shadow.doc)?;
+            if self.load(&doc_id)?.is_some() {
+                info!(bridge = %self.id(), %href, doc = %doc_id, "adopting an interrupted import's document");
+            } else {
+                let record = self.shadow_record(&shadow)?;
+                let (hash, changes) = self.new_document(&href, &record)?;
+                self.send(&doc_id, changes).await?;
+                shadow.heads = hash.iter().map(ToString::to_string).collect();
+                info!(bridge = %self.id(), %href, doc = %doc_id, "recreated an interrupted import's document");
+            }
+            self.store
+                .finish_import(self.id(), &href, &shadow)
+                .map_err(|e| self.local(e))?;
+        }
         Ok(())
     }
 
@@ -847,7 +1034,10 @@ impl Runner {
             if let Some(link) = next.links_mut().get_mut(self.id()) {
                 link.removed = true;
             }
-            let outcome = sync::removal(others, false);
+            let authority = self
+                .policies
+                .is_delete_authority(Record::type_name(self.config.kind), self.id());
+            let outcome = sync::removal(others, authority);
             if outcome == Removal::Tombstone && !current.deleted() {
                 next.tombstone(now_rfc3339());
             }
@@ -876,9 +1066,15 @@ impl Runner {
     // ---------------------------------------------------------------------------------------
     // Push (the outbox)
 
+    /// Walks the change log from the cursor, then retries the failed jobs that are due. A
+    /// record the provider refuses becomes (or stays) a failed job and the cursor moves past it;
+    /// a provider-wide failure ends the round before the cursor moves, so no job is lost.
     async fn push(&self, report: &mut RoundReport) -> Result<(), BridgeError> {
         let id = self.id().to_owned();
+        let mut failed = self.store.failed_jobs(&id).map_err(|e| self.local(e))?;
         let mut cursor = self.store.outbox_cursor(&id).map_err(|e| self.local(e))?;
+        // Each document is pushed at most once per round (it is pushed as it is now).
+        let mut seen: HashSet<String> = HashSet::new();
         loop {
             let entries = self
                 .store
@@ -886,18 +1082,89 @@ impl Runner {
                 .changes_after(cursor, OUTBOX_BATCH)
                 .map_err(|e| self.local(e))?;
             let Some(&(last, _)) = entries.last() else {
-                return Ok(());
+                break;
             };
-            let mut seen = HashSet::new();
             for (_, doc) in entries {
-                if seen.insert(doc.clone()) {
-                    self.push_doc(&doc, report).await?;
+                if seen.insert(doc.to_string()) {
+                    self.push_job(&doc, &mut failed, report).await?;
                 }
             }
             self.store
                 .commit(&id, &[], None, Some(last))
                 .map_err(|e| self.local(e))?;
             cursor = Some(last);
+        }
+        let waiting: Vec<String> = failed
+            .keys()
+            .filter(|doc| !seen.contains(*doc))
+            .cloned()
+            .collect();
+        for doc in waiting {
+            let doc_id = self.parse_doc_id(&doc)?;
+            self.push_job(&doc_id, &mut failed, report).await?;
+        }
+        Ok(())
+    }
+
+    /// One outbound job. A failed job waits until it is due; a record-level failure is stored
+    /// with the next attempt's time (exponential backoff with jitter, at least `Retry-After`);
+    /// success, or nothing left to write, drops the failed job.
+    async fn push_job(
+        &self,
+        doc: &DocumentId,
+        failed: &mut BTreeMap<String, FailedJob>,
+        report: &mut RoundReport,
+    ) -> Result<(), BridgeError> {
+        let key = doc.to_string();
+        let now = unix_ms();
+        let retry = failed.get(&key).map(|job| JobRetry {
+            attempts: job.attempts,
+            next_attempt_ms: job.next_attempt_ms,
+        });
+        if retry.is_some_and(|r| !r.is_due(now)) {
+            return Ok(());
+        }
+        match self.push_doc(doc, report).await {
+            Ok(()) => {
+                if failed.remove(&key).is_some() {
+                    self.store
+                        .remove_failed_job(self.id(), &key)
+                        .map_err(|e| self.local(e))?;
+                    info!(bridge = %self.id(), doc = %doc, "failed job done: written, or nothing left to write");
+                }
+                Ok(())
+            }
+            Err(BridgeError::Record {
+                what, retry_after, ..
+            }) => {
+                let now = unix_ms();
+                let next = JobRetry::after_failure(
+                    retry.as_ref(),
+                    now,
+                    retry_after,
+                    rand::random::<f64>(),
+                );
+                let job = FailedJob {
+                    attempts: next.attempts,
+                    next_attempt_ms: next.next_attempt_ms,
+                    failed_at_ms: now,
+                    last_error: format!("document {doc}: {what}"),
+                };
+                warn!(
+                    bridge = %self.id(),
+                    doc = %doc,
+                    attempts = job.attempts,
+                    retry_in_ms = job.next_attempt_ms.saturating_sub(now),
+                    error = %what,
+                    "the provider refused this record; the others go on, it is retried later"
+                );
+                self.store
+                    .put_failed_job(self.id(), &key, &job)
+                    .map_err(|e| self.local(e))?;
+                failed.insert(key, job);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -906,6 +1173,8 @@ impl Runner {
         doc_id: &DocumentId,
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
+        // The provider gets the policy's value, not Automerge's pick.
+        self.resolve_by_policy(doc_id).await?;
         let Some(mut am) = self.load(doc_id)? else {
             return Ok(());
         };
@@ -916,10 +1185,11 @@ impl Runner {
         }
         let record = match Record::read(self.config.kind, &am) {
             Ok(r) => r,
-            Err(e) => {
-                warn!(bridge = %self.id(), doc = %doc_id, error = %e, "document not readable; not pushed");
-                return Ok(());
+            // Only a document linked here is this bridge's job.
+            Err(e) if self.linked_here(&am) => {
+                return Err(self.record_err(format!("document is not readable: {e}"), None));
             }
+            Err(_) => return Ok(()),
         };
         let Some(link) = record.links().get(self.id()).cloned() else {
             return Ok(());
@@ -943,6 +1213,16 @@ impl Runner {
         }
         self.push_update(doc_id, &link.id, shadow.clone(), report)
             .await
+    }
+
+    /// Whether the document has a link to this bridge (read without the record model, for a
+    /// document the model cannot read).
+    fn linked_here(&self, am: &AutoCommit) -> bool {
+        use automerge::ReadDoc;
+        matches!(
+            am.get(automerge::ROOT, "links"),
+            Ok(Some((automerge::Value::Object(_), links))) if matches!(am.get(&links, self.id()), Ok(Some(_)))
+        )
     }
 
     fn extension(&self) -> &'static str {
@@ -998,7 +1278,7 @@ impl Runner {
         let view = record.provider_view();
         let body = view
             .to_raw(None, &uid)
-            .map_err(|e| self.local(format!("document {doc_id}: {e}")))?;
+            .map_err(|e| self.record_err(format!("rendering a new {href}: {e}"), None))?;
         let outcome = self
             .client
             .put(&href, &body, Precondition::IfNoneMatch)
@@ -1013,13 +1293,13 @@ impl Runner {
                     .await
                     .map_err(|e| self.fetch_err(&href, e))?
                     .ok_or_else(|| {
-                        self.provider(format!("{href} vanished right after its create"), None)
+                        self.record_err(format!("{href} vanished right after its create"), None)
                     })?;
                 (res.etag, res.body)
             }
         };
         let canonical = Record::from_raw(self.config.kind, &raw, Some(&view))
-            .map_err(|e| self.provider(format!("{href}: {e}"), None))?
+            .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
             .provider_view();
         let shadow = Shadow {
             doc: doc_id.to_string(),
@@ -1071,7 +1351,7 @@ impl Runner {
                 return Ok(());
             };
             let record = Record::read(self.config.kind, &am)
-                .map_err(|e| self.local(format!("document {doc_id}: {e}")))?;
+                .map_err(|e| self.record_err(format!("document is not readable: {e}"), None))?;
             if record.deleted() {
                 return self.push_delete(href, &shadow, report).await;
             }
@@ -1080,7 +1360,7 @@ impl Runner {
             let body = record
                 .provider_view()
                 .to_raw(Some(&shadow.raw), &uid)
-                .map_err(|e| self.local(format!("document {doc_id} onto {href}: {e}")))?;
+                .map_err(|e| self.record_err(format!("rendering onto {href}: {e}"), None))?;
             if body == shadow.raw {
                 return Ok(()); // nothing the provider does not have
             }
@@ -1112,7 +1392,7 @@ impl Runner {
                         &raw,
                         Some(&self.shadow_record(&shadow)?),
                     )
-                    .map_err(|e| self.provider(format!("{href}: {e}"), None))?
+                    .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
                     .provider_view();
                     shadow.uid = translate::resource_uid(&raw);
                     shadow.etag = etag;
@@ -1146,7 +1426,7 @@ impl Runner {
                     };
                     let old = self.shadow_record(&shadow)?;
                     let theirs = Record::from_raw(self.config.kind, &res.body, Some(&old))
-                        .map_err(|e| self.provider(format!("{href}: {e}"), None))?
+                        .map_err(|e| self.record_err(format!("{href}: {e}"), None))?
                         .provider_view();
                     report.conflicts += self
                         .import_change(href, href, &shadow, res.etag.clone(), &res.body, &theirs)
@@ -1160,7 +1440,7 @@ impl Runner {
                 }
             }
         }
-        Err(self.provider(
+        Err(self.record_err(
             format!("{href}: still 412 after {MAX_412_RETRIES} merges"),
             None,
         ))
@@ -1206,7 +1486,7 @@ impl Runner {
                 }
             }
         }
-        Err(self.provider(
+        Err(self.record_err(
             format!("{href}: delete still 412 after {MAX_412_RETRIES} tries"),
             None,
         ))

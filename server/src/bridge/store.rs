@@ -6,6 +6,13 @@
 //!   document) with the shadow of each linked record as the provider last had it.
 //! - `bridge_actors` (`actor id bytes -> bridge id`): which bridge wrote with which actor, so the
 //!   conflicts endpoint can name sources.
+//! - `bridge_pending_imports` (`(bridge id, href) -> Shadow as JSON`): a provider record whose
+//!   document is being created. Stored (with the chosen document id) before the document is sent,
+//!   and turned into a link in one transaction once it is durable, so a crash in between is
+//!   finished by the next round instead of importing the record twice.
+//! - `bridge_failed_jobs` (`(bridge id, document id) -> FailedJob as JSON`): outbound jobs the
+//!   provider refused for that record alone; retried with backoff while the outbox cursor moves
+//!   on past them.
 //!
 //! Every method is one redb transaction. Callers run them off the async runtime.
 
@@ -20,6 +27,10 @@ use crate::storage::Storage;
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bridge_state");
 const LINKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bridge_links");
 const ACTORS: TableDefinition<&[u8], &str> = TableDefinition::new("bridge_actors");
+const PENDING_IMPORTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("bridge_pending_imports");
+const FAILED_JOBS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("bridge_failed_jobs");
 
 const SYNC_TOKEN: &str = "sync_token";
 const OUTBOX_CURSOR: &str = "outbox_cursor";
@@ -46,6 +57,19 @@ impl Shadow {
     }
 }
 
+/// An outbound job (one document of one bridge) the provider refused for that record alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedJob {
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Unix milliseconds before which it is not retried.
+    pub next_attempt_ms: u64,
+    /// Unix milliseconds of the last failure.
+    pub failed_at_ms: u64,
+    /// What went wrong last, naming the document and the href.
+    pub last_error: String,
+}
+
 /// Failure of a bridge-state read or write.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +79,12 @@ pub enum StoreError {
     Corrupt {
         bridge: String,
         href: String,
+        source: serde_json::Error,
+    },
+    #[error("bridge state for {bridge}: failed job of document {doc} is unreadable: {source}")]
+    CorruptJob {
+        bridge: String,
+        doc: String,
         source: serde_json::Error,
     },
 }
@@ -83,6 +113,8 @@ impl BridgeStore {
         txn.open_table(STATE).map_err(db)?;
         txn.open_table(LINKS).map_err(db)?;
         txn.open_table(ACTORS).map_err(db)?;
+        txn.open_table(PENDING_IMPORTS).map_err(db)?;
+        txn.open_table(FAILED_JOBS).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(Self { storage })
     }
@@ -115,8 +147,21 @@ impl BridgeStore {
 
     /// Every link of `bridge`, by href.
     pub fn links(&self, bridge: &str) -> Result<BTreeMap<String, Shadow>, StoreError> {
+        self.shadows(LINKS, bridge)
+    }
+
+    /// Imports of `bridge` whose document may not exist yet, by href.
+    pub fn pending_imports(&self, bridge: &str) -> Result<BTreeMap<String, Shadow>, StoreError> {
+        self.shadows(PENDING_IMPORTS, bridge)
+    }
+
+    fn shadows(
+        &self,
+        definition: TableDefinition<(&str, &str), &[u8]>,
+        bridge: &str,
+    ) -> Result<BTreeMap<String, Shadow>, StoreError> {
         let txn = self.storage.database().begin_read().map_err(db)?;
-        let table = txn.open_table(LINKS).map_err(db)?;
+        let table = txn.open_table(definition).map_err(db)?;
         let mut out = BTreeMap::new();
         for entry in table.range((bridge, "")..).map_err(db)? {
             let (key, value) = entry.map_err(db)?;
@@ -182,6 +227,102 @@ impl BridgeStore {
                     .map_err(db)?;
             }
         }
+        txn.commit().map_err(db)
+    }
+
+    /// Records that `href` is being imported as document `shadow.doc`, before the document is sent.
+    pub fn begin_import(
+        &self,
+        bridge: &str,
+        href: &str,
+        shadow: &Shadow,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
+            bridge: bridge.to_owned(),
+            href: href.to_owned(),
+            source,
+        })?;
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        txn.open_table(PENDING_IMPORTS)
+            .map_err(db)?
+            .insert((bridge, href), bytes.as_slice())
+            .map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    /// The imported document is durable: the pending import becomes the link, atomically.
+    pub fn finish_import(
+        &self,
+        bridge: &str,
+        href: &str,
+        shadow: &Shadow,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
+            bridge: bridge.to_owned(),
+            href: href.to_owned(),
+            source,
+        })?;
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        txn.open_table(PENDING_IMPORTS)
+            .map_err(db)?
+            .remove((bridge, href))
+            .map_err(db)?;
+        txn.open_table(LINKS)
+            .map_err(db)?
+            .insert((bridge, href), bytes.as_slice())
+            .map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    /// Every failed job of `bridge`, by document id.
+    pub fn failed_jobs(&self, bridge: &str) -> Result<BTreeMap<String, FailedJob>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(FAILED_JOBS).map_err(db)?;
+        let mut out = BTreeMap::new();
+        for entry in table.range((bridge, "")..).map_err(db)? {
+            let (key, value) = entry.map_err(db)?;
+            let (b, doc) = key.value();
+            if b != bridge {
+                break;
+            }
+            let job: FailedJob =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::CorruptJob {
+                    bridge: bridge.to_owned(),
+                    doc: doc.to_owned(),
+                    source,
+                })?;
+            out.insert(doc.to_owned(), job);
+        }
+        Ok(out)
+    }
+
+    /// Stores (or replaces) the failed job of document `doc`.
+    pub fn put_failed_job(
+        &self,
+        bridge: &str,
+        doc: &str,
+        job: &FailedJob,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(job).map_err(|source| StoreError::CorruptJob {
+            bridge: bridge.to_owned(),
+            doc: doc.to_owned(),
+            source,
+        })?;
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        txn.open_table(FAILED_JOBS)
+            .map_err(db)?
+            .insert((bridge, doc), bytes.as_slice())
+            .map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    /// Drops the failed job of document `doc` (written, or nothing left to write).
+    pub fn remove_failed_job(&self, bridge: &str, doc: &str) -> Result<(), StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        txn.open_table(FAILED_JOBS)
+            .map_err(db)?
+            .remove((bridge, doc))
+            .map_err(db)?;
         txn.commit().map_err(db)
     }
 
@@ -274,5 +415,44 @@ mod tests {
         assert_eq!(store.sync_token("cal").unwrap().as_deref(), Some("tok-1"));
         assert_eq!(store.outbox_cursor("cal").unwrap(), Some(7));
         assert_eq!(store.sync_token("cal-2").unwrap(), None);
+    }
+
+    #[test]
+    fn a_pending_import_becomes_a_link_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+        store.begin_import("cal", "/c/a.ics", &shadow("A")).unwrap();
+        assert_eq!(store.pending_imports("cal").unwrap().len(), 1);
+        assert!(store.links("cal").unwrap().is_empty());
+        assert!(store.pending_imports("cal-2").unwrap().is_empty());
+        let mut done = shadow("A");
+        done.heads = vec!["ab".into()];
+        store.finish_import("cal", "/c/a.ics", &done).unwrap();
+        assert!(store.pending_imports("cal").unwrap().is_empty());
+        assert_eq!(store.links("cal").unwrap()["/c/a.ics"], done);
+    }
+
+    #[test]
+    fn failed_jobs_are_per_bridge_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = FailedJob {
+            attempts: 2,
+            next_attempt_ms: 99,
+            failed_at_ms: 42,
+            last_error: "403".into(),
+        };
+        {
+            let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+            store.put_failed_job("cal", "docA", &job).unwrap();
+            store.put_failed_job("cal", "docB", &job).unwrap();
+            store.put_failed_job("cal-2", "docA", &job).unwrap();
+            store.remove_failed_job("cal", "docB").unwrap();
+        }
+        let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+        let jobs = store.failed_jobs("cal").unwrap();
+        assert_eq!(jobs.keys().collect::<Vec<_>>(), vec!["docA"]);
+        assert_eq!(jobs["docA"], job);
+        assert_eq!(store.failed_jobs("cal-2").unwrap().len(), 1);
+        assert!(store.failed_jobs("ca").unwrap().is_empty());
     }
 }
