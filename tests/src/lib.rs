@@ -2,6 +2,8 @@
 //! temporary data directory (stoppable and restartable on the same port), and helpers to run
 //! the JS interop script in `tests/js`.
 
+pub mod dav_bridge;
+pub mod dav_proxy;
 pub mod fakes;
 pub mod fault_proxy;
 pub mod process;

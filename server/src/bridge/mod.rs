@@ -756,6 +756,12 @@ impl Runner {
 
         for href in &plan.creates {
             if let Some((etag, body, record)) = bodies.get(href) {
+                if self.is_own_pending_create(href)? {
+                    // Our own create whose answer was lost (crash, dropped connection): the
+                    // push adopts it (`If-None-Match: *` meets 412); importing it would make a
+                    // second document.
+                    continue;
+                }
                 self.import_new(href, etag.clone(), body, record).await?;
                 report.pulled += 1;
             }
@@ -908,6 +914,47 @@ impl Runner {
         Ok(())
     }
 
+    /// `old` (the shadow) with every top-level field that document `doc_id` already holds with
+    /// the provider's value taken from `new`, so the import does not write it again: our own
+    /// write whose answer was lost (or the same edit made on both sides) would otherwise come
+    /// back as a concurrent write of an equal value, listed as a conflict (or, in a text field,
+    /// its splices applied twice).
+    fn settled(
+        &self,
+        doc_id: &DocumentId,
+        old: Record,
+        new: &Record,
+    ) -> Result<Record, BridgeError> {
+        let Some(current) = self
+            .load(doc_id)?
+            .and_then(|am| Record::read(self.config.kind, &am).ok())
+        else {
+            return Ok(old);
+        };
+        let (mut settled, new, current) = (
+            old.to_json(),
+            new.to_json(),
+            current.provider_view().to_json(),
+        );
+        if let (Some(o), Some(n), Some(c)) = (
+            settled.as_object_mut(),
+            new.as_object(),
+            current.as_object(),
+        ) {
+            let keys: Vec<String> = o.keys().chain(n.keys()).cloned().collect();
+            for key in keys {
+                if n.get(&key) == c.get(&key) {
+                    match n.get(&key) {
+                        Some(v) => o.insert(key, v.clone()),
+                        None => o.remove(&key),
+                    };
+                }
+            }
+        }
+        Record::from_json(self.config.kind, settled)
+            .map_err(|e| self.local(format!("document {doc_id}: settling the shadow: {e}")))
+    }
+
     /// A known record changed at the provider (possibly moved from `old_href` to `href`): write
     /// the fields it changed since the shadow. Returns the conflicts in the document afterwards.
     async fn import_change(
@@ -920,7 +967,7 @@ impl Runner {
         record: &Record,
     ) -> Result<usize, BridgeError> {
         let doc_id = self.parse_doc_id(&shadow.doc)?;
-        let old = self.shadow_record(shadow)?;
+        let old = self.settled(&doc_id, self.shadow_record(shadow)?, record)?;
         let mut heads = shadow.change_heads();
         let mut conflicts = 0;
         if &old != record {
@@ -1185,6 +1232,40 @@ impl Runner {
         }
     }
 
+    /// `href` is where this bridge creates a document of its workspace that still waits for
+    /// its create here (its link has an empty id): see [`Runner::create_href`].
+    fn is_own_pending_create(&self, href: &str) -> Result<bool, BridgeError> {
+        let Some(doc_id) = href
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_suffix(self.extension()))
+            .and_then(|stem| stem.strip_suffix('.'))
+            .and_then(|stem| stem.parse::<DocumentId>().ok())
+            .filter(|doc_id| self.create_href(doc_id) == href)
+        else {
+            return Ok(false);
+        };
+        let Some(am) = self.load(&doc_id)? else {
+            return Ok(false);
+        };
+        Ok(Record::read(self.config.kind, &am).is_ok_and(|record| {
+            record
+                .links()
+                .get(self.id())
+                .is_some_and(|link| link.id.is_empty() && !link.removed)
+        }))
+    }
+
+    /// Where document `doc_id` is created. Derived from the document id, so a retried create
+    /// finds its own earlier write (412) and a pull recognises it.
+    fn create_href(&self, doc_id: &DocumentId) -> String {
+        format!(
+            "{}{doc_id}.{}",
+            self.client.collection_url().path(),
+            self.extension()
+        )
+    }
+
     async fn push_create(
         &self,
         doc_id: &DocumentId,
@@ -1192,12 +1273,7 @@ impl Runner {
         heads: &[ChangeHash],
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
-        // Derived from the document id: a retried create finds its own earlier write (412).
-        let href = format!(
-            "{}{doc_id}.{}",
-            self.client.collection_url().path(),
-            self.extension()
-        );
+        let href = self.create_href(doc_id);
         let uid = record.uid().unwrap_or_else(|| doc_id.to_string());
         let view = record.provider_view();
         let body = view
