@@ -2,6 +2,7 @@
 //! temporary data directory (stoppable and restartable on the same port), and helpers to run
 //! the JS interop script in `tests/js`.
 
+pub mod fakes;
 pub mod process;
 pub mod radicale;
 pub mod rust_client;

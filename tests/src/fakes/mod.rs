@@ -1,0 +1,4 @@
+//! Fake provider servers on loopback ports, reproducing the wire formats and faults of
+//! `../shared/docs/providers.md`, driven from the tests.
+
+pub mod hubspot;
