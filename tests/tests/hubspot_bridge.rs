@@ -1015,6 +1015,15 @@ async fn duplicated_and_reordered_webhooks_lead_to_the_same_hints() -> anyhow::R
         Some(format!("merged into Contact:{c}").as_str())
     );
     assert_eq!(storm.final_state(), want);
+    // The runner's actions are the same too.
+    let plan = |r: &Receiver| {
+        let hints = r.hints.lock().map(|h| h.clone()).unwrap_or_default();
+        sync::plan_hints(&hints, &|_| true)
+    };
+    let in_order_plan = plan(&in_order);
+    assert_eq!(plan(&storm), in_order_plan);
+    assert_eq!(in_order_plan.merges.len(), 1);
+    assert_eq!(in_order_plan.merges[0].absorbed, vec![d.clone()]);
     let remembered = |r: &Receiver| r.inbox.lock().map(|i| i.remembered()).unwrap_or(0);
     assert_eq!(
         remembered(&storm),
@@ -1159,5 +1168,51 @@ async fn deals_and_companies_poll_on_hs_lastmodifieddate_and_associate() -> anyh
     assert_eq!(page.results.len(), 1);
     assert_eq!(page.results[0].to_object_id.0, company);
     assert_eq!(page.results[0].association_types[0].type_id, Some(5));
+    Ok(())
+}
+
+#[tokio::test]
+async fn oauth_refresh_mints_a_token_once_and_bad_credentials_fail_clearly() -> anyhow::Result<()> {
+    use driftless_tests::fakes::hubspot::{
+        OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN,
+    };
+    let fake = FakeHubSpot::start().await?;
+    fake.insert(CONTACT, &[("firstname", "O"), ("email", "o@example.com")]);
+    let oauth = |refresh: &str| Auth::OAuth {
+        client_id: OAUTH_CLIENT_ID.into(),
+        client_secret: Secret::new(OAUTH_CLIENT_SECRET),
+        refresh_token: Secret::new(refresh),
+        token_url: format!("{}/oauth/v1/token", fake.api_base()),
+    };
+    let client = HubSpotClient::new(HubSpotConfig::new(
+        fake.api_base(),
+        oauth(OAUTH_REFRESH_TOKEN),
+    ))?;
+    let request = Poll::new(
+        CONTACT,
+        PollConfig::new(vec!["email".into()]),
+        &PollCursor::default(),
+    )
+    .next_request()
+    .context("request")?;
+    assert_eq!(client.search(CONTACT, &request).await?.results.len(), 1);
+    assert_eq!(client.search(CONTACT, &request).await?.results.len(), 1);
+    assert_eq!(fake.token_requests(), 1, "the access token is cached");
+
+    let bad = HubSpotClient::new(HubSpotConfig::new(
+        fake.api_base(),
+        oauth("wrong-refresh-token"),
+    ))?;
+    let err = bad
+        .search(CONTACT, &request)
+        .await
+        .err()
+        .context("must fail")?;
+    let text = err.to_string();
+    assert!(matches!(err, ApiError::Auth { .. }), "{text}");
+    assert!(
+        !text.contains("wrong-refresh-token") && !text.contains(OAUTH_CLIENT_SECRET),
+        "{text}"
+    );
     Ok(())
 }

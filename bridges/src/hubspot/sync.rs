@@ -27,7 +27,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::translate::{modified_at_ms, parse_time_ms};
-use super::webhook::{ObjectRef, ObjectType};
+use super::webhook::{Hint, ObjectRef, ObjectType};
 use super::wire::{
     BatchInput, BatchResult, CreateInput, CrmObject, Direction, ErrorBody, Filter, FilterGroup,
     ListPage, MAX_BATCH_INPUTS, MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, Operator, RateLimitPolicy,
@@ -449,6 +449,62 @@ pub fn merge_from_get(
         },
         absorbed: vec![requested.to_owned()],
     })
+}
+
+/// What the runner does about webhook hints (after the inbox dropped duplicates and stale ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HintPlan {
+    /// Objects to re-read (created, changed, restored, merge survivors, association ends); the
+    /// modification time then decides against the shadow.
+    pub refetch: Vec<ObjectRef>,
+    /// Linked objects archived or GDPR-deleted at HubSpot: unlink (tombstone per the delete rules).
+    pub removals: Vec<ObjectRef>,
+    pub merges: Vec<MergeResult>,
+}
+
+/// Turns hints into actions. Only linked objects are removed or absorbed; a later hint for the
+/// same object overrides an earlier one (a restore after a delete refetches).
+pub fn plan_hints(hints: &[Hint], linked: &dyn Fn(&ObjectRef) -> bool) -> HintPlan {
+    let mut last: BTreeMap<ObjectRef, bool> = BTreeMap::new(); // true: refetch, false: removed
+    let mut plan = HintPlan::default();
+    for hint in hints {
+        match hint {
+            Hint::Refetch(o) | Hint::Restored(o) => {
+                last.insert(o.clone(), true);
+            }
+            Hint::Deleted { object, .. } => {
+                last.insert(object.clone(), false);
+            }
+            Hint::Merged { survivor, merged } => {
+                let absorbed: Vec<String> = merged
+                    .iter()
+                    .filter(|m| linked(m))
+                    .map(|m| m.id.0.clone())
+                    .collect();
+                for m in merged {
+                    last.remove(m);
+                }
+                last.insert(survivor.clone(), true);
+                if !absorbed.is_empty() {
+                    plan.merges.push(MergeResult {
+                        survivor: survivor.clone(),
+                        absorbed,
+                    });
+                }
+            }
+            Hint::AssociationChanged { from, .. } => {
+                last.entry(from.clone()).or_insert(true);
+            }
+        }
+    }
+    for (object, live) in last {
+        if live {
+            plan.refetch.push(object);
+        } else if linked(&object) {
+            plan.removals.push(object);
+        }
+    }
+    plan
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,6 +1081,68 @@ mod tests {
         // Without enough overlap, it would be missed.
         let (got, _) = run(&records, config(10, 100), &first.cursor, 100);
         assert!(!got.contains("1"));
+    }
+
+    #[test]
+    fn a_record_edited_during_the_round_is_news_again() {
+        let mut poll = Poll::new(ObjectType::Contact, config(10, 100), &PollCursor::default());
+        let page = |r: Vec<CrmObject>| SearchResponse {
+            total: r.len() as u64,
+            results: r,
+            paging: Some(Paging {
+                next: Some(NextPage {
+                    after: "1".into(),
+                    link: None,
+                }),
+            }),
+        };
+        assert_eq!(
+            poll.on_page(page(vec![obj(1, 100), obj(2, 100)]))
+                .unwrap()
+                .len(),
+            2
+        );
+        // Seen again with the same time: dropped; with a newer time: news.
+        let again = poll.on_page(page(vec![obj(2, 100), obj(1, 300)])).unwrap();
+        assert_eq!(
+            again.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec!["1"]
+        );
+    }
+
+    #[test]
+    fn hints_become_refetches_removals_and_merges() {
+        use crate::hubspot::webhook::HubSpotId;
+        let c = |id: &str| ObjectRef {
+            object_type: ObjectType::Contact,
+            id: HubSpotId(id.into()),
+        };
+        let linked = |o: &ObjectRef| o.id.0 != "99";
+        let hints = vec![
+            Hint::Refetch(c("1")),
+            Hint::Deleted {
+                object: c("2"),
+                privacy: false,
+            },
+            Hint::Deleted {
+                object: c("3"),
+                privacy: false,
+            },
+            Hint::Restored(c("3")),
+            Hint::Deleted {
+                object: c("99"),
+                privacy: true,
+            },
+            Hint::Merged {
+                survivor: c("4"),
+                merged: vec![c("5"), c("99")],
+            },
+        ];
+        let plan = plan_hints(&hints, &linked);
+        assert_eq!(plan.refetch, vec![c("1"), c("3"), c("4")]);
+        assert_eq!(plan.removals, vec![c("2")]);
+        assert_eq!(plan.merges.len(), 1);
+        assert_eq!(plan.merges[0].absorbed, vec!["5"]);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! create responses; a request log; and signed webhook deliveries the test can duplicate and
 //! reorder.
 //!
-//! Time: record times come from a fake clock (epoch ms) that moves 1 ms per write and when the test
-//! advances it; search lag is measured on that clock, so scenarios are deterministic. The search
+//! Time: record times come from a fake clock (epoch ms, starting at the real time) that moves 1 ms
+//! per write and when the test advances it; search lag is measured on that clock, so scenarios are deterministic. The search
 //! rate limit uses real time, as HubSpot does.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -33,9 +33,13 @@ use tokio::task::JoinHandle;
 
 /// The access token the fake accepts.
 pub const TOKEN: &str = "pat-fake-hubspot-token";
+/// OAuth client of the fake's token endpoint (`POST /oauth/v1/token`).
+pub const OAUTH_CLIENT_ID: &str = "fake-client-id";
+pub const OAUTH_CLIENT_SECRET: &str = "fake-oauth-client-secret";
+pub const OAUTH_REFRESH_TOKEN: &str = "fake-refresh-token";
 /// The portal (account) id in webhooks.
 pub const PORTAL_ID: u64 = 62515;
-/// The first fake-clock time: 2026-01-01T00:00:00Z.
+/// A fixed time for batch envelopes' `startedAt` / `completedAt`: 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
 
 /// One request the fake answered.
@@ -129,7 +133,12 @@ impl FakeHubSpot {
     /// Starts the fake on `127.0.0.1:0`.
     pub async fn start() -> anyhow::Result<Self> {
         let state = Arc::new(Mutex::new(State {
-            clock_ms: EPOCH_MS,
+            // Starts at the real time: webhook receivers judge events' age by their own clock.
+            clock_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(EPOCH_MS, |d| {
+                    i64::try_from(d.as_millis()).unwrap_or(EPOCH_MS)
+                }),
             next_id: 1001,
             objects: BTreeMap::new(),
             associations: BTreeSet::new(),
@@ -316,6 +325,15 @@ impl FakeHubSpot {
     /// Every request so far.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.state().log.clone()
+    }
+
+    /// Requests to the OAuth token endpoint so far.
+    pub fn token_requests(&self) -> usize {
+        self.state()
+            .log
+            .iter()
+            .filter(|r| r.path == "/oauth/v1/token")
+            .count()
     }
 
     /// Write requests so far.
@@ -746,7 +764,9 @@ fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bearer {TOKEN}"));
     let mut extra_headers: Vec<(&'static str, String)> = Vec::new();
-    let (status, answer) = if !authorized {
+    let (status, answer) = if path == "/oauth/v1/token" {
+        oauth_token(&body)
+    } else if !authorized {
         error(
             401,
             "INVALID_AUTHENTICATION",
@@ -789,6 +809,27 @@ fn handle(
         }
     }
     resp
+}
+
+/// HubSpot's token endpoint: a form-encoded refresh-token grant.
+fn oauth_token(body: &[u8]) -> (u16, Value) {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let field = |k: &str| form.get(k).map(String::as_str);
+    if field("grant_type") != Some("refresh_token")
+        || field("client_id") != Some(OAUTH_CLIENT_ID)
+        || field("client_secret") != Some(OAUTH_CLIENT_SECRET)
+        || field("refresh_token") != Some(OAUTH_REFRESH_TOKEN)
+    {
+        return reply(
+            400,
+            json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}),
+        );
+    }
+    reply(
+        200,
+        json!({"token_type": "bearer", "access_token": TOKEN, "refresh_token": OAUTH_REFRESH_TOKEN,
+               "expires_in": 1800}),
+    )
 }
 
 fn props_of(v: &Value) -> BTreeMap<String, String> {
