@@ -4,7 +4,7 @@
 //! - [`Poll`]: one incremental round over the search API on the object's last-modified property,
 //!   starting `overlap` before the last round's watermark (search indexing lags behind writes),
 //!   sorted ascending, and re-anchoring the `GTE` cursor on the last seen modification time before
-//!   the 10,000-result cap (with an `hs_object_id` walk when more than a page shares one instant).
+//!   the 10,000-result cap (with an `hs_object_id` walk when more than a query's worth shares one instant).
 //! - [`ListScan`]: paging a plain or `archived=true` listing; [`archived_removals`] turns the
 //!   archived one into deletes of linked records.
 //! - [`merges_in`] / [`merge_from_get`]: merges seen through `hs_merged_object_ids` or a GET that
@@ -12,7 +12,9 @@
 //! - [`plan_batches`] / [`match_batch`]: batch writes of at most 100 inputs, each with an
 //!   `objectWriteTraceId`, and the 207 partial answer matched back to records; failures are
 //!   retried one by one ([`retry_individually`]).
-//! - [`create_lookup`] / [`adopt_existing`]: idempotent creates after a lost response or a 409.
+//! - [`create_lookup`] / [`create_search`] / [`adopt_existing`]: idempotent creates after a lost
+//!   response or a 409.
+//! - [`plan_hints`]: webhook hints (after the inbox) as refetches, removals and merges.
 //! - [`rate_limit_wait`] and [`SearchPacer`]: 429 by policy (a `DAILY` limit waits for the reset)
 //!   and search's 5 requests per second.
 //!
@@ -686,7 +688,8 @@ pub enum CreateLookup {
     None,
 }
 
-/// The lookup before re-creating record `key` after an unknown outcome.
+/// The lookup before re-creating record `key` after an unknown outcome: the exact GET by the
+/// driftless id property when one is configured, else [`create_search`].
 pub fn create_lookup(
     object_type: ObjectType,
     key: &str,
@@ -700,19 +703,41 @@ pub fn create_lookup(
             value: key.to_owned(),
         };
     }
-    match (object_type, properties.get("email")) {
-        (ObjectType::Contact, Some(email)) if !email.is_empty() => {
-            CreateLookup::Search(SearchRequest {
-                filter_groups: vec![FilterGroup {
-                    filters: vec![Filter::new("email", Operator::Eq, email.clone())],
-                }],
-                properties: read_properties.to_vec(),
-                limit: Some(10),
-                ..SearchRequest::default()
-            })
-        }
-        _ => CreateLookup::None,
+    match create_search(object_type, key, None, properties, read_properties) {
+        Some(request) => CreateLookup::Search(request),
+        None => CreateLookup::None,
     }
+}
+
+/// A search for what an earlier create of `key` made: by the driftless id property, or (for
+/// contacts) by email, ORed. Also the fallback when the id property is not unique-valued (HubSpot
+/// refuses `idProperty` GETs on such properties). None when there is nothing to search by.
+pub fn create_search(
+    object_type: ObjectType,
+    key: &str,
+    id_property: Option<&str>,
+    properties: &WriteProperties,
+    read_properties: &[String],
+) -> Option<SearchRequest> {
+    let mut filter_groups = Vec::new();
+    if let Some(p) = id_property {
+        filter_groups.push(FilterGroup {
+            filters: vec![Filter::new(p, Operator::Eq, key)],
+        });
+    }
+    if object_type == ObjectType::Contact
+        && let Some(email) = properties.get("email").filter(|e| !e.is_empty())
+    {
+        filter_groups.push(FilterGroup {
+            filters: vec![Filter::new("email", Operator::Eq, email.clone())],
+        });
+    }
+    (!filter_groups.is_empty()).then(|| SearchRequest {
+        filter_groups,
+        properties: read_properties.to_vec(),
+        limit: Some(10),
+        ..SearchRequest::default()
+    })
 }
 
 /// The existing object a create should adopt: from a lookup's results (matching the id property
@@ -1302,6 +1327,22 @@ mod tests {
             create_lookup(ObjectType::Deal, "doc1", None, &props, &[]),
             CreateLookup::None
         );
+        let both = create_search(
+            ObjectType::Contact,
+            "doc1",
+            Some("driftless_id"),
+            &props,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(both.filter_groups.len(), 2, "id property OR email");
+        let deal =
+            create_search(ObjectType::Deal, "doc1", Some("driftless_id"), &props, &[]).unwrap();
+        assert_eq!(
+            deal.filter_groups[0].filters[0].value.as_deref(),
+            Some("doc1")
+        );
+        assert_eq!(deal.filter_groups.len(), 1);
         let mut found = obj(3, 1);
         found
             .properties

@@ -707,7 +707,6 @@ mod tests {
         let slot = c.phones.keys().next().unwrap().clone();
         c.phones.get_mut(&slot).unwrap().value = "+14155550123".into();
         c.job_title = None;
-        let mut id = slots();
         c.emails.insert(
             "zz".into(),
             ContactPoint {
@@ -715,7 +714,6 @@ mod tests {
                 ..ContactPoint::default()
             },
         );
-        let _ = &mut id;
         let update = contact_update(&p, &c);
         let expected: WriteProperties = [
             ("phone", "+14155550123"),
