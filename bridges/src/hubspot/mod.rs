@@ -1,7 +1,17 @@
-//! HubSpot CRM (issue #8): the pure parts that come first: webhook signature v3 and the webhook
-//! inbox that turns duplicated, reordered deliveries into hints applied once, in order.
+//! HubSpot CRM (issue #8): contacts, companies and deals.
 //!
-//! Must not: do I/O (the server's webhook endpoint verifies, parses and persists the inbox).
+//! - [`wire`]: CRM v3 objects, search, batch and v4 association types (serde).
+//! - [`translate`]: string-typed property bags to and from canonical records (pure).
+//! - [`sync`]: polling, archived listings, merges, batch writes with 207 partial failures,
+//!   idempotent creates and rate limits, as sans-IO state machines and pure decisions.
+//! - [`webhook`] / [`signature`]: deliveries (duplicated, reordered) and v3 signatures (pure).
+//! - [`client`]: the thin reqwest client at the edge.
+//!
+//! Must not: do I/O outside [`client`] (the server's runner and webhook endpoint own it).
 
+pub mod client;
 pub mod signature;
+pub mod sync;
+pub mod translate;
 pub mod webhook;
+pub mod wire;

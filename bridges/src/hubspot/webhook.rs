@@ -303,9 +303,13 @@ impl Inbox {
             let Some((object_type, action)) = classify(&event) else {
                 continue; // parse_delivery refuses these; tolerate callers that did not use it
             };
-            if event.occurred_at >= oldest_remembered {
-                self.seen.insert(key, event.occurred_at);
+            if event.occurred_at < oldest_remembered {
+                // Older than anything HubSpot still retries: it could not be remembered, so its
+                // duplicates would hint again. Polling has long covered it.
+                accepted.stale += 1;
+                continue;
             }
+            self.seen.insert(key, event.occurred_at);
             match self.hint(object_type, action, &event) {
                 Some(hint) => push_coalesced(&mut accepted.hints, hint),
                 None => accepted.stale += 1,
@@ -635,8 +639,11 @@ mod tests {
         let later = 1_000 + retention_ms() + 1;
         restored.expire(later);
         assert_eq!(restored.remembered(), 0);
-        // Events older than the retention are not remembered at all (HubSpot stopped retrying).
-        restored.accept(vec![change(3, 1_000, "phone", "a", 0)], later);
+        // Events older than the retention are stale: no hint, and nothing to remember.
+        let ancient = restored.accept(vec![change(3, 1_000, "phone", "a", 0)], later);
+        assert_eq!((ancient.hints.len(), ancient.stale), (0, 1));
         assert_eq!(restored.remembered(), 0);
+        let again = restored.accept(vec![change(3, 1_000, "phone", "a", 1)], later);
+        assert_eq!((again.hints.len(), again.stale), (0, 1));
     }
 }
