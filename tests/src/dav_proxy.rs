@@ -6,15 +6,18 @@
 //! - [`DavProxy::hold`]: park the request until the test decides ([`Held`]): forward it, forward
 //!   it and close the connection instead of answering, or close the connection without
 //!   forwarding;
-//! - [`DavProxy::drop_response`]: forward, then close the connection without answering.
+//! - [`DavProxy::drop_response`]: forward, then close the connection without answering;
+//! - [`DavProxy::answer`]: answer with a canned response ([`Canned`]: a 403 for one resource, a
+//!   503 with `Retry-After` for every PUT...) without reaching the upstream.
 //!
 //! Must not: alter what it forwards (only hop-by-hop headers are dropped), follow redirects, or
-//! answer anything itself except a 502 when the upstream cannot be reached.
+//! answer anything itself except a canned answer a test asked for, or a 502 when the upstream
+//! cannot be reached.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::future::BoxFuture;
@@ -32,6 +35,8 @@ use tokio::task::JoinHandle;
 /// One request the proxy received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
+    /// When the request arrived (tests measure retry delays with it).
+    pub at: Instant,
     pub method: String,
     /// Path and query, as sent.
     pub path: String,
@@ -42,13 +47,17 @@ pub struct Seen {
     pub status: Option<u16>,
     /// The client got no answer: the proxy closed the connection instead.
     pub answer_dropped: bool,
+    /// Answered by a [`DavProxy::answer`] rule; the upstream never saw it.
+    pub canned: bool,
 }
 
-/// Which requests a rule applies to: a method (`None`: any) and a path prefix.
+/// Which requests a rule applies to: a method (`None`: any), a path prefix and optionally a path
+/// suffix (`/a.ics`).
 #[derive(Debug, Clone)]
 pub struct Match {
     method: Option<String>,
     path_prefix: String,
+    path_suffix: Option<String>,
 }
 
 impl Match {
@@ -57,6 +66,15 @@ impl Match {
         Self {
             method: Some(method.to_ascii_uppercase()),
             path_prefix: path_prefix.to_owned(),
+            path_suffix: None,
+        }
+    }
+
+    /// `method` requests whose path (without the query) ends with `suffix`.
+    pub fn ending(method: &str, suffix: &str) -> Self {
+        Self {
+            path_suffix: Some(suffix.to_owned()),
+            ..Self::new(method, "")
         }
     }
 
@@ -65,11 +83,57 @@ impl Match {
         Self {
             method: None,
             path_prefix: path_prefix.to_owned(),
+            path_suffix: None,
         }
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m == method) && path.starts_with(&self.path_prefix)
+        let without_query = path.split('?').next().unwrap_or(path);
+        self.method.as_deref().is_none_or(|m| m == method)
+            && path.starts_with(&self.path_prefix)
+            && self
+                .path_suffix
+                .as_deref()
+                .is_none_or(|s| without_query.ends_with(s))
+    }
+}
+
+/// An answer the proxy gives itself (see [`DavProxy::answer`]).
+#[derive(Debug, Clone)]
+pub struct Canned {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Canned {
+    /// `status` with an empty body.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
+
+    fn response(&self) -> Response<Full<Bytes>> {
+        let mut builder = Response::builder().status(self.status);
+        for (name, value) in &self.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder
+            .body(Full::new(Bytes::from(self.body.clone())))
+            .unwrap_or_else(|e| bad_gateway(format!("canned answer {}: {e}", self.status)))
     }
 }
 
@@ -80,6 +144,7 @@ enum Action {
     Before(BeforeHook),
     Hold,
     DropResponse,
+    Answer(Canned),
 }
 
 struct Rule {
@@ -236,6 +301,12 @@ impl DavProxy {
         self.add(matcher, Action::DropResponse, times);
     }
 
+    /// Answers the next `times` matching requests with `canned` (use `usize::MAX` for "until
+    /// [`DavProxy::clear_rules`]"); the upstream never sees them.
+    pub fn answer(&self, matcher: Match, times: usize, canned: Canned) {
+        self.add(matcher, Action::Answer(canned), times);
+    }
+
     /// Removes every rule that has not been used up.
     pub fn clear_rules(&self) {
         lock(&self.inner.rules).clear();
@@ -266,6 +337,16 @@ impl DavProxy {
             .iter()
             .filter(|s| m.matches(&s.method, &s.path))
             .count()
+    }
+
+    /// Requests received with `method` and a path (without the query) ending in `suffix`.
+    pub fn seen_ending(&self, method: &str, suffix: &str) -> Vec<Seen> {
+        let m = Match::ending(method, suffix);
+        lock(&self.inner.seen)
+            .iter()
+            .filter(|s| m.matches(&s.method, &s.path))
+            .cloned()
+            .collect()
     }
 
     /// Requests that change something at the server (PUT, DELETE, MOVE, COPY, PROPPATCH,
@@ -333,6 +414,7 @@ enum Step {
     Before(BoxFuture<'static, anyhow::Result<()>>),
     Hold,
     DropResponse,
+    Answer(Canned),
 }
 
 fn rule_step(inner: &Inner, method: &str, path: &str) -> Step {
@@ -349,6 +431,7 @@ fn rule_step(inner: &Inner, method: &str, path: &str) -> Step {
         Action::Before(hook) => Step::Before(hook()),
         Action::Hold => Step::Hold,
         Action::DropResponse => Step::DropResponse,
+        Action::Answer(canned) => Step::Answer(canned.clone()),
     };
     if rule.remaining == 0 {
         rules.remove(i);
@@ -361,6 +444,7 @@ async fn handle(
     close: Arc<Notify>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let at = Instant::now();
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_owned();
     let path = parts
@@ -374,11 +458,13 @@ async fn handle(
     let index = {
         let mut seen = lock(&inner.seen);
         seen.push(Seen {
+            at,
             method: method.clone(),
             path: path.clone(),
             body: String::from_utf8_lossy(&body).into_owned(),
             status: None,
             answer_dropped: false,
+            canned: false,
         });
         seen.len() - 1
     };
@@ -393,6 +479,12 @@ async fn handle(
             }
         }
         Step::DropResponse => drop_answer = true,
+        Step::Answer(canned) => {
+            let mut seen = lock(&inner.seen);
+            seen[index].status = Some(canned.status);
+            seen[index].canned = true;
+            return canned.response();
+        }
         Step::Hold => {
             let (decide, decision) = oneshot::channel();
             let held = Held {

@@ -5,7 +5,6 @@
 pub mod dav_bridge;
 pub mod dav_proxy;
 pub mod fakes;
-pub mod fault_proxy;
 pub mod process;
 pub mod radicale;
 pub mod rust_client;

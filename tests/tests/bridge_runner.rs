@@ -19,7 +19,7 @@ use driftless_server::bridge::store::BridgeStore;
 use driftless_server::config::{Authority, BridgeConfig, BridgeKind, Policy};
 use driftless_server::storage::Storage;
 use driftless_tests::TestServer;
-use driftless_tests::fault_proxy::{Fault, FaultProxy};
+use driftless_tests::dav_proxy::{Canned, DavProxy, Match};
 use driftless_tests::radicale::{DavServer, PASSWORD, USER};
 use driftless_tests::rust_client::RustClient;
 use serde_json::Value;
@@ -347,7 +347,7 @@ const FORBIDDEN: &str =
 async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_with_backoff()
 -> anyhow::Result<()> {
     let dav = DavServer::radicale().await?;
-    let proxy = FaultProxy::start(&dav.base_url()).await?;
+    let proxy = DavProxy::start(&dav.base_url()).await?;
     let url = proxy.proxied(&dav.calendar_url());
     let mut env = Env::start(dav, vec![bridge("cal", url)], vec![]).await?;
     let cal = env.cal()?;
@@ -358,11 +358,10 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
     let (b_id, _) = env.record_titled("Beta").await?;
 
     // The provider refuses every write of Alpha.
-    proxy.inject(
-        Fault::status(403)
-            .method("PUT")
-            .path_ends_with("/a.ics")
-            .body(FORBIDDEN),
+    proxy.answer(
+        Match::ending("PUT", "/a.ics"),
+        usize::MAX,
+        Canned::status(403).body(FORBIDDEN),
     );
     let mut app = app_open(&env.server, &a_id, "app-a").await?;
     app.add(b_id.clone(), AutoCommit::new());
@@ -386,11 +385,11 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
     // delays (at least 0.5 s, 1 s, 2 s: exponential from 1 s with jitter in the upper half).
     let started = Instant::now();
     let mut rounds = 0;
-    while proxy.requests("PUT", "/a.ics").len() < 4 {
+    while proxy.seen_ending("PUT", "/a.ics").len() < 4 {
         if started.elapsed() > Duration::from_secs(20) {
             bail!(
                 "Alpha was not retried 3 times in 20 s: {:?}",
-                proxy.requests("PUT", "/a.ics")
+                proxy.seen_ending("PUT", "/a.ics")
             );
         }
         env.sync("cal").await?;
@@ -398,7 +397,7 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let tries: Vec<Instant> = proxy
-        .requests("PUT", "/a.ics")
+        .seen_ending("PUT", "/a.ics")
         .iter()
         .map(|l| l.at)
         .collect();
@@ -412,7 +411,7 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
     assert!(gaps[2] > gaps[0], "delays do not grow: {gaps:?}");
     assert!(rounds >= 10, "only {rounds} rounds");
     assert_eq!(
-        proxy.requests("PUT", "/b.ics").len(),
+        proxy.seen_ending("PUT", "/b.ics").len(),
         1,
         "Beta pushed twice"
     );
@@ -438,7 +437,7 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
     );
 
     // Once the provider accepts it, the next due attempt writes it.
-    proxy.clear();
+    proxy.clear_rules();
     let started = Instant::now();
     while !provider_body(&cal, &a).await?.contains("SUMMARY:Alpha 2") {
         if started.elapsed() > Duration::from_secs(20) {
@@ -450,9 +449,13 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
     let status = env.bridge_status("cal").await?;
     assert_eq!(status["outbox_pending"], 0, "{status}");
     assert!(status["last_error"].is_null(), "{status}");
-    let puts = proxy.requests("PUT", "").len();
+    let puts = proxy.seen_ending("PUT", "").len();
     assert_quiet(&env, "cal").await?;
-    assert_eq!(proxy.requests("PUT", "").len(), puts, "a quiet round wrote");
+    assert_eq!(
+        proxy.seen_ending("PUT", "").len(),
+        puts,
+        "a quiet round wrote"
+    );
     Ok(())
 }
 
@@ -460,7 +463,7 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
 async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writing()
 -> anyhow::Result<()> {
     let dav = DavServer::radicale().await?;
-    let proxy = FaultProxy::start(&dav.base_url()).await?;
+    let proxy = DavProxy::start(&dav.base_url()).await?;
     let url = proxy.proxied(&dav.calendar_url());
     let env = Env::start(dav, vec![bridge("cal", url)], vec![]).await?;
     let cal = env.cal()?;
@@ -468,16 +471,15 @@ async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writ
     env.sync("cal").await?;
     let (c_id, _) = env.record_titled("Gamma").await?;
 
-    proxy.inject(
-        Fault::status(409)
-            .method("PUT")
-            .path_ends_with("/c.ics")
-            .header("Retry-After", "3"),
+    proxy.answer(
+        Match::ending("PUT", "/c.ics"),
+        usize::MAX,
+        Canned::status(409).header("Retry-After", "3"),
     );
     let mut app = app_open(&env.server, &c_id, "app-c").await?;
     app_edit(&mut app, &c_id, |e| e.title = Some("Gamma 2".into())).await?;
     env.sync("cal").await?;
-    assert_eq!(proxy.requests("PUT", "/c.ics").len(), 1);
+    assert_eq!(proxy.seen_ending("PUT", "/c.ics").len(), 1);
     assert_eq!(env.bridge_status("cal").await?["outbox_pending"], 1);
 
     // Retry-After (3 s) outlasts the first backoff (at most 1 s): no retry before it.
@@ -487,7 +489,7 @@ async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writ
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        proxy.requests("PUT", "/c.ics").len(),
+        proxy.seen_ending("PUT", "/c.ics").len(),
         1,
         "retried before Retry-After"
     );
@@ -500,7 +502,7 @@ async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writ
     let status = env.bridge_status("cal").await?;
     assert_eq!(status["outbox_pending"], 0, "{status}");
     assert!(status["last_error"].is_null(), "{status}");
-    assert_eq!(proxy.requests("PUT", "/c.ics").len(), 1, "wrote anyway");
+    assert_eq!(proxy.seen_ending("PUT", "/c.ics").len(), 1, "wrote anyway");
     assert!(provider_body(&cal, &c).await?.contains("SUMMARY:Gamma\r\n"));
     Ok(())
 }
@@ -508,7 +510,7 @@ async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writ
 #[tokio::test]
 async fn a_provider_wide_failure_fails_the_round_and_loses_no_job() -> anyhow::Result<()> {
     let dav = DavServer::radicale().await?;
-    let proxy = FaultProxy::start(&dav.base_url()).await?;
+    let proxy = DavProxy::start(&dav.base_url()).await?;
     let url = proxy.proxied(&dav.calendar_url());
     let env = Env::start(dav, vec![bridge("cal", url)], vec![]).await?;
     let cal = env.cal()?;
@@ -520,7 +522,11 @@ async fn a_provider_wide_failure_fails_the_round_and_loses_no_job() -> anyhow::R
 
     // The provider is overloaded for writes: the round fails as a whole. (Retry-After keeps the
     // bridge's own retry out of the way; a job parked as the record's failure would wait as long.)
-    proxy.inject(Fault::status(503).method("PUT").header("Retry-After", "30"));
+    proxy.answer(
+        Match::new("PUT", ""),
+        usize::MAX,
+        Canned::status(503).header("Retry-After", "30"),
+    );
     let (status, answer) = env.try_sync("cal").await?;
     assert_eq!(status, 502, "{answer}");
     let bridge = env.bridge_status("cal").await?;
@@ -535,7 +541,7 @@ async fn a_provider_wide_failure_fails_the_round_and_loses_no_job() -> anyhow::R
     assert!(bridge["outbox_pending"].as_u64() >= Some(1), "{bridge}");
 
     // Not parked as the record's failure: the very next round writes it.
-    proxy.clear();
+    proxy.clear_rules();
     let report = env.sync("cal").await?;
     assert_eq!(report["pushed"], 1, "{report}");
     assert!(provider_body(&cal, &d).await?.contains("SUMMARY:Delta 2"));
