@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", get(get_records))
         .route("/v1/records/{document_id}/conflicts", get(get_conflicts))
         .route("/v1/identity/suggestions", get(get_identity_suggestions))
+        .route("/v1/identity/merge", post(post_identity_merge))
         .route("/v1/calendar/occurrences", get(get_occurrences))
         .fallback(fallback)
         .with_state(state)
@@ -500,6 +501,42 @@ async fn get_identity_suggestions(
     .map_err(|_| ApiError::shutting_down())?
     .map(Json)
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failed", e))
+}
+
+/// `POST /v1/identity/merge` `{"survivor": url, "absorbed": url}`: see [`crate::identity::merge`].
+async fn post_identity_merge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::identity::MergeError;
+    let claims = state.api_claims(&headers)?;
+    let request: crate::identity::MergeRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("expected {{\"survivor\": url, \"absorbed\": url}}: {e}"),
+        )
+    })?;
+    crate::identity::merge(
+        &state.net_tx,
+        &state.storage,
+        &claims,
+        state.phone_region,
+        request,
+    )
+    .await
+    .map(Json)
+    .map_err(|e| {
+        let (status, code) = match &e {
+            MergeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_merge"),
+            MergeError::NotFound(_) => (StatusCode::NOT_FOUND, "document_not_found"),
+            MergeError::Conflict(_) => (StatusCode::CONFLICT, "merge_conflict"),
+            MergeError::Forbidden(_) => (StatusCode::FORBIDDEN, "read_only"),
+            MergeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "merge_failed"),
+        };
+        ApiError::new(status, code, e.to_string())
+    })
 }
 
 /// `GET /v1/calendar/occurrences?from=&to=[&tz=]`: see [`crate::occurrences`].

@@ -65,3 +65,204 @@ pub fn suggestions(
         .collect();
     Ok(json!({ "suggestions": list }))
 }
+
+/// Why a merge was refused; `http.rs` maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// `POST /v1/identity/merge` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    pub survivor: String,
+    pub absorbed: String,
+}
+
+fn parse_url(field: &str, url: &str) -> Result<DocumentId, MergeError> {
+    url.strip_prefix("automerge:")
+        .unwrap_or(url)
+        .parse()
+        .map_err(|e| MergeError::BadRequest(format!("`{field}` is not an automerge: URL: {e}")))
+}
+
+fn url_of(doc: &DocumentId) -> String {
+    format!("automerge:{doc}")
+}
+
+/// A contact of `claims`' workspace, as stored.
+fn load_contact(
+    storage: &Storage,
+    claims: &Claims,
+    doc: &DocumentId,
+) -> Result<(automerge::Automerge, driftless_crdt_model::Contact), MergeError> {
+    let missing = || MergeError::NotFound(format!("document {doc} not found"));
+    if !claims.in_scope(doc) {
+        return Err(missing());
+    }
+    let stored = storage
+        .load_stored(doc)
+        .map_err(|e| MergeError::Internal(format!("document {doc}: {e}")))?
+        .ok_or_else(missing)?;
+    if stored.workspace != claims.ws {
+        return Err(missing());
+    }
+    let contact = driftless_crdt_model::read_contact(&stored.document).map_err(|e| {
+        MergeError::Conflict(format!("document {doc} is not a readable contact: {e}"))
+    })?;
+    Ok((stored.document, contact))
+}
+
+/// Writes `old -> new` into `doc` as one change with a fresh actor (never reused) and waits until
+/// the engine has it durable.
+async fn write_contact(
+    net_tx: &tokio::sync::mpsc::Sender<crate::host::HostInput>,
+    workspace: &str,
+    id: &DocumentId,
+    doc: automerge::Automerge,
+    old: &driftless_crdt_model::Contact,
+    new: &driftless_crdt_model::Contact,
+    message: String,
+) -> Result<(), MergeError> {
+    let internal = |what: String| MergeError::Internal(format!("document {id}: {what}"));
+    let mut am = automerge::AutoCommit::load(&doc.save())
+        .map_err(|e| internal(e.to_string()))?
+        .with_actor(automerge::ActorId::random());
+    let before = am.get_heads();
+    driftless_crdt_model::apply_contact_diff(&mut am, old, new)
+        .map_err(|e| internal(e.to_string()))?;
+    if am
+        .commit_with(automerge::transaction::CommitOptions::default().with_message(message))
+        .is_none()
+    {
+        return Ok(()); // nothing differed
+    }
+    let changes = am.save_after(&before);
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    net_tx
+        .send(crate::host::HostInput::LocalChange {
+            doc: id.clone(),
+            workspace: workspace.to_owned(),
+            changes,
+            reply,
+        })
+        .await
+        .map_err(|_| internal("the engine has stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| internal("the engine stopped before the change was durable".into()))?
+        .map_err(|e| internal(format!("change refused: {e}")))?;
+    Ok(())
+}
+
+/// Merges `absorbed` into `survivor` (contracts, "Deletes" and issue #8): the survivor keeps
+/// every field and gains the absorbed record's links (see `identity::merge_contacts`); the
+/// absorbed record gets `merged_into` and its moved links marked removed there, so nothing is
+/// deleted at any provider. Bridges repoint their link rows to the survivor at their next round.
+/// Idempotent: repeating a merge that happened answers the survivor again.
+pub async fn merge(
+    net_tx: &tokio::sync::mpsc::Sender<crate::host::HostInput>,
+    storage: &Storage,
+    claims: &Claims,
+    region: PhoneRegion,
+    request: MergeRequest,
+) -> Result<Value, MergeError> {
+    if claims.role != crate::auth::ClaimRole::Write {
+        return Err(MergeError::Forbidden(
+            "a merge needs a token with role write".into(),
+        ));
+    }
+    let survivor_id = parse_url("survivor", &request.survivor)?;
+    let absorbed_id = parse_url("absorbed", &request.absorbed)?;
+    if survivor_id == absorbed_id {
+        return Err(MergeError::BadRequest(
+            "survivor and absorbed are the same document".into(),
+        ));
+    }
+    let (survivor_doc, survivor) = {
+        let (storage, claims, id) = (storage.clone(), claims.clone(), survivor_id.clone());
+        tokio::task::spawn_blocking(move || load_contact(&storage, &claims, &id))
+            .await
+            .map_err(|_| MergeError::Internal("shutting down".into()))??
+    };
+    let (absorbed_doc, absorbed) = {
+        let (storage, claims, id) = (storage.clone(), claims.clone(), absorbed_id.clone());
+        tokio::task::spawn_blocking(move || load_contact(&storage, &claims, &id))
+            .await
+            .map_err(|_| MergeError::Internal("shutting down".into()))??
+    };
+    let survivor_url = url_of(&survivor_id);
+    if let Some(into) = &survivor.merged_into {
+        return Err(MergeError::Conflict(format!(
+            "survivor {survivor_id} was itself merged into {into}; merge into that record"
+        )));
+    }
+    if survivor.deleted || absorbed.deleted {
+        return Err(MergeError::Conflict(
+            "a deleted contact cannot take part in a merge".into(),
+        ));
+    }
+    match &absorbed.merged_into {
+        Some(into) if *into == survivor_url => {} // repeated: finish what may be missing
+        Some(into) => {
+            return Err(MergeError::Conflict(format!(
+                "document {absorbed_id} was already merged into {into}"
+            )));
+        }
+        None => {}
+    }
+    let (merged, report) = identity::merge_contacts(&survivor, &absorbed, region);
+    write_contact(
+        net_tx,
+        &claims.ws,
+        &survivor_id,
+        survivor_doc,
+        &survivor,
+        &merged,
+        format!("identity merge: absorbed {}", url_of(&absorbed_id)),
+    )
+    .await?;
+    let mut marked = absorbed.clone();
+    marked.merged_into = Some(survivor_url.clone());
+    let kept_there: BTreeSet<&str> = report
+        .duplicate_links
+        .iter()
+        .map(|(bridge, _)| bridge.as_str())
+        .collect();
+    for (bridge, link) in &mut marked.links {
+        if !kept_there.contains(bridge.as_str()) {
+            link.removed = true;
+        }
+    }
+    write_contact(
+        net_tx,
+        &claims.ws,
+        &absorbed_id,
+        absorbed_doc,
+        &absorbed,
+        &marked,
+        format!("identity merge: merged into {survivor_url}"),
+    )
+    .await?;
+    tracing::info!(survivor = %survivor_id, absorbed = %absorbed_id, duplicate_links = ?report.duplicate_links, "identity merge");
+    let record = serde_json::to_value(&merged).map_err(|e| MergeError::Internal(e.to_string()))?;
+    Ok(json!({
+        "url": survivor_url,
+        "record": record,
+        "kept_on_absorbed": report
+            .duplicate_links
+            .iter()
+            .map(|(bridge, id)| json!({"bridge": bridge, "id": id}))
+            .collect::<Vec<_>>(),
+    }))
+}

@@ -37,6 +37,7 @@
 
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+mod merges;
 pub mod policy;
 pub mod record;
 pub mod store;
@@ -496,6 +497,7 @@ impl Runner {
             ..RoundReport::default()
         };
         self.finish_pending_imports().await?;
+        self.follow_merges()?;
         self.pull(confirm_deletes, &mut report).await?;
         self.push(&mut report).await?;
         Ok(report)
