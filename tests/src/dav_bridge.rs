@@ -96,6 +96,25 @@ impl Api {
         serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
     }
 
+    /// One round of bridge `id`: the HTTP status and the answer (a report, or an error body).
+    pub async fn try_sync(&self, id: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/bridges/{id}/sync", self.base))
+            .send()
+            .await
+            .with_context(|| format!("sync {id}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await?;
+        let value = serde_json::from_slice(&body).with_context(|| {
+            format!(
+                "sync {id}: {status}: not JSON: {}",
+                String::from_utf8_lossy(&body)
+            )
+        })?;
+        Ok((status, value))
+    }
+
     /// One round of bridge `id` (`query` like `?confirm_deletes=true`); its report.
     pub async fn sync_with(&self, id: &str, query: &str) -> anyhow::Result<Value> {
         let resp = self
@@ -359,9 +378,9 @@ pub async fn app_add(app: &mut RustClient, mut doc: AutoCommit) -> anyhow::Resul
     Ok(id)
 }
 
-/// Edits the app's copy of an event like a well-behaved client (only the changed fields) and
-/// waits until the server has it durably.
-pub async fn app_edit_event(
+/// Edits the app's copy of an event like a well-behaved client (only the changed fields),
+/// without sending it yet (an offline edit).
+pub fn app_local_edit_event(
     app: &mut RustClient,
     id: &DocumentId,
     edit: impl FnOnce(&mut CalendarEvent),
@@ -375,6 +394,16 @@ pub async fn app_edit_event(
     edit(&mut new);
     apply_event_diff(&mut d.doc, &old, &new)?;
     d.doc.commit();
+    Ok(())
+}
+
+/// [`app_local_edit_event`], then waits until the server has the edit durably.
+pub async fn app_edit_event(
+    app: &mut RustClient,
+    id: &DocumentId,
+    edit: impl FnOnce(&mut CalendarEvent),
+) -> anyhow::Result<()> {
+    app_local_edit_event(app, id, edit)?;
     app_wait_acknowledged(app, id).await
 }
 

@@ -10,18 +10,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use automerge::AutoCommit;
-use driftless_bridges::dav::client::{DavClient, DavClientConfig, Precondition, PutOutcome};
+use driftless_bridges::dav::client::{DavClient, DavClientConfig};
 use driftless_bridges::dav::wire::CollectionKind;
 use driftless_client_protocol::DocumentId;
-use driftless_crdt_model::{CalendarEvent, Link, apply_event_diff, read_event};
+use driftless_crdt_model::Link;
 use driftless_server::bridge::failpoints;
 use driftless_server::bridge::store::BridgeStore;
 use driftless_server::config::{Authority, BridgeConfig, BridgeKind, Policy};
 use driftless_server::storage::Storage;
 use driftless_tests::TestServer;
+use driftless_tests::dav_bridge::{
+    Api, app_edit_event, app_event, app_local_edit_event, app_open, app_wait_acknowledged,
+    provider_body, provider_edit, put_new,
+};
 use driftless_tests::dav_proxy::{Canned, DavProxy, Match};
 use driftless_tests::radicale::{DavServer, PASSWORD, USER};
-use driftless_tests::rust_client::RustClient;
 use serde_json::Value;
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -57,10 +60,18 @@ fn policy(field: &str, authority: &str) -> Policy {
     }
 }
 
+/// Radicale, driftless in-process with `bridges` and `policies`, and its HTTP API (`Deref`).
 struct Env {
     dav: DavServer,
     server: TestServer,
-    http: reqwest::Client,
+    api: Api,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Env {
@@ -75,62 +86,17 @@ impl Env {
         })
         .await?;
         server.wait_ready(Duration::from_secs(10)).await?;
-        Ok(Self {
-            dav,
-            server,
-            http: reqwest::Client::new(),
-        })
+        let api = Api::new(server.http_url());
+        Ok(Self { dav, server, api })
     }
 
     fn cal(&self) -> anyhow::Result<DavClient> {
         self.dav.calendar()
     }
 
-    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.server.http_url()))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        if !status.is_success() {
-            bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body));
-        }
-        Ok(serde_json::from_slice(&body)?)
-    }
-
-    /// One round; the HTTP status and the answer (a report, or an error).
-    async fn try_sync(&self, id: &str) -> anyhow::Result<(u16, Value)> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/bridges/{id}/sync", self.server.http_url()))
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok((status, serde_json::from_slice(&resp.bytes().await?)?))
-    }
-
-    async fn sync(&self, id: &str) -> anyhow::Result<Value> {
-        let (status, body) = self.try_sync(id).await?;
-        if status != 200 {
-            bail!("sync {id}: {status}: {body}");
-        }
-        Ok(body)
-    }
-
     /// Every calendar_event record (with tombstones), as (document id, record).
     async fn records(&self) -> anyhow::Result<Vec<(DocumentId, Value)>> {
-        let v = self
-            .get_json("/v1/records?type=calendar_event&include_deleted=true")
-            .await?;
-        let mut out = Vec::new();
-        for r in v["records"].as_array().context("records")? {
-            let url = r["url"].as_str().context("url")?;
-            let id: DocumentId = url.trim_start_matches("automerge:").parse()?;
-            out.push((id, r["record"].clone()));
-        }
-        Ok(out)
+        self.api.records("calendar_event").await
     }
 
     async fn records_titled(&self, title: &str) -> anyhow::Result<Vec<(DocumentId, Value)>> {
@@ -143,28 +109,15 @@ impl Env {
     }
 
     async fn record_titled(&self, title: &str) -> anyhow::Result<(DocumentId, Value)> {
-        let mut found = self.records_titled(title).await?;
-        if found.len() != 1 {
-            bail!("{} records titled {title}: {found:?}", found.len());
-        }
-        Ok(found.remove(0))
+        self.api
+            .record_where("calendar_event", &format!("titled {title:?}"), |r| {
+                r["title"] == title
+            })
+            .await
     }
 
     async fn record(&self, id: &DocumentId) -> anyhow::Result<Value> {
-        self.records()
-            .await?
-            .into_iter()
-            .find(|(i, _)| i == id)
-            .map(|(_, r)| r)
-            .with_context(|| format!("no record {id}"))
-    }
-
-    async fn bridge_status(&self, id: &str) -> anyhow::Result<Value> {
-        let v = self.get_json("/v1/bridges").await?;
-        v["bridges"]
-            .as_array()
-            .and_then(|b| b.iter().find(|b| b["id"] == id).cloned())
-            .with_context(|| format!("bridge {id} not listed: {v}"))
+        self.api.record("calendar_event", id).await
     }
 
     async fn restart(&mut self) -> anyhow::Result<()> {
@@ -177,79 +130,6 @@ impl Env {
 fn with_store<T>(env: &Env, read: impl FnOnce(&BridgeStore) -> T) -> anyhow::Result<T> {
     let store = BridgeStore::open(Storage::open(env.server.data_dir())?)?;
     Ok(read(&store))
-}
-
-async fn put_new(cal: &DavClient, name: &str, body: &str) -> anyhow::Result<String> {
-    let href = format!("{}{name}", cal.collection_url().path());
-    match cal.put(&href, body, Precondition::IfNoneMatch).await? {
-        PutOutcome::Written { .. } => Ok(href),
-        PutOutcome::PreconditionFailed => bail!("{href} exists"),
-    }
-}
-
-/// Replaces a property line of the resource at `href` (a provider-side edit).
-async fn provider_edit(cal: &DavClient, href: &str, from: &str, to: &str) -> anyhow::Result<()> {
-    let res = cal.get(href).await?.context("resource gone")?;
-    if !res.body.contains(from) {
-        bail!("{href} does not contain {from:?}:\n{}", res.body);
-    }
-    let body = res.body.replace(from, to);
-    let etag = res.etag.context("no etag")?;
-    match cal.put(href, &body, Precondition::IfMatch(&etag)).await? {
-        PutOutcome::Written { .. } => Ok(()),
-        PutOutcome::PreconditionFailed => bail!("{href} changed meanwhile"),
-    }
-}
-
-async fn provider_body(cal: &DavClient, href: &str) -> anyhow::Result<String> {
-    Ok(cal.get(href).await?.context("resource gone")?.body)
-}
-
-async fn app_open(server: &TestServer, id: &DocumentId, peer: &str) -> anyhow::Result<RustClient> {
-    let mut app = RustClient::connect(&server.url(), peer).await?;
-    app.add(id.clone(), AutoCommit::new());
-    app.sync_until_quiet(QUIET).await?;
-    Ok(app)
-}
-
-/// Edits the app's copy like a well-behaved client (only the changed fields), without sending.
-fn app_local_edit(
-    app: &mut RustClient,
-    id: &DocumentId,
-    edit: impl FnOnce(&mut CalendarEvent),
-) -> anyhow::Result<()> {
-    let d = app.docs.get_mut(id).context("doc")?;
-    let old = read_event(&d.doc)?;
-    let mut new = old.clone();
-    edit(&mut new);
-    apply_event_diff(&mut d.doc, &old, &new)?;
-    d.doc.commit();
-    Ok(())
-}
-
-/// Syncs until the server has the app's copy durably.
-async fn app_push(app: &mut RustClient, id: &DocumentId) -> anyhow::Result<()> {
-    for _ in 0..50 {
-        app.sync_until_quiet(Duration::from_millis(100)).await?;
-        if app.acknowledged(id) {
-            return Ok(());
-        }
-    }
-    bail!("the server did not acknowledge the app's edit of {id}")
-}
-
-async fn app_edit(
-    app: &mut RustClient,
-    id: &DocumentId,
-    edit: impl FnOnce(&mut CalendarEvent),
-) -> anyhow::Result<()> {
-    app_local_edit(app, id, edit)?;
-    app_push(app, id).await
-}
-
-async fn app_event(app: &mut RustClient, id: &DocumentId) -> anyhow::Result<CalendarEvent> {
-    app.sync_until_quiet(QUIET).await?;
-    Ok(read_event(&app.docs.get(id).context("doc")?.doc)?)
 }
 
 async fn assert_quiet(env: &Env, id: &str) -> anyhow::Result<()> {
@@ -363,11 +243,11 @@ async fn a_record_the_provider_refuses_does_not_block_the_others_and_retries_wit
         usize::MAX,
         Canned::status(403).body(FORBIDDEN),
     );
-    let mut app = app_open(&env.server, &a_id, "app-a").await?;
+    let mut app = app_open(&env.server.url(), &a_id, "app-a").await?;
     app.add(b_id.clone(), AutoCommit::new());
     app.sync_until_quiet(QUIET).await?;
-    app_edit(&mut app, &a_id, |e| e.title = Some("Alpha 2".into())).await?;
-    app_edit(&mut app, &b_id, |e| e.title = Some("Beta 2".into())).await?;
+    app_edit_event(&mut app, &a_id, |e| e.title = Some("Alpha 2".into())).await?;
+    app_edit_event(&mut app, &b_id, |e| e.title = Some("Beta 2".into())).await?;
 
     let report = env.sync("cal").await?;
     assert_eq!(report["pushed"], 1, "{report}");
@@ -476,8 +356,8 @@ async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writ
         usize::MAX,
         Canned::status(409).header("Retry-After", "3"),
     );
-    let mut app = app_open(&env.server, &c_id, "app-c").await?;
-    app_edit(&mut app, &c_id, |e| e.title = Some("Gamma 2".into())).await?;
+    let mut app = app_open(&env.server.url(), &c_id, "app-c").await?;
+    app_edit_event(&mut app, &c_id, |e| e.title = Some("Gamma 2".into())).await?;
     env.sync("cal").await?;
     assert_eq!(proxy.seen_ending("PUT", "/c.ics").len(), 1);
     assert_eq!(env.bridge_status("cal").await?["outbox_pending"], 1);
@@ -496,7 +376,7 @@ async fn a_failed_job_honours_retry_after_and_is_dropped_once_nothing_needs_writ
 
     // The app takes its edit back: the record no longer needs a write, so the job is dropped
     // when it comes due, without writing.
-    app_edit(&mut app, &c_id, |e| e.title = Some("Gamma".into())).await?;
+    app_edit_event(&mut app, &c_id, |e| e.title = Some("Gamma".into())).await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     env.sync("cal").await?;
     let status = env.bridge_status("cal").await?;
@@ -517,8 +397,8 @@ async fn a_provider_wide_failure_fails_the_round_and_loses_no_job() -> anyhow::R
     let d = put_new(&cal, "d.ics", &event("d@t", "Delta", "R")).await?;
     env.sync("cal").await?;
     let (d_id, _) = env.record_titled("Delta").await?;
-    let mut app = app_open(&env.server, &d_id, "app-d").await?;
-    app_edit(&mut app, &d_id, |e| e.title = Some("Delta 2".into())).await?;
+    let mut app = app_open(&env.server.url(), &d_id, "app-d").await?;
+    app_edit_event(&mut app, &d_id, |e| e.title = Some("Delta 2".into())).await?;
 
     // The provider is overloaded for writes: the round fails as a whole. (Retry-After keeps the
     // bridge's own retry out of the way; a job parked as the record's failure would wait as long.)
@@ -577,11 +457,11 @@ async fn the_delete_authority_tombstones_a_record_other_bridges_still_hold() -> 
     let (x_id, _) = env.record_titled("Xray").await?;
     let (y_id, _) = env.record_titled("Yankee").await?;
     // Both records are linked to the second calendar too.
-    let mut app = app_open(&env.server, &x_id, "app-p").await?;
+    let mut app = app_open(&env.server.url(), &x_id, "app-p").await?;
     app.add(y_id.clone(), AutoCommit::new());
     app.sync_until_quiet(QUIET).await?;
     for id in [&x_id, &y_id] {
-        app_edit(&mut app, id, |e| {
+        app_edit_event(&mut app, id, |e| {
             e.links.insert("copy".into(), Link::default());
         })
         .await?;
@@ -631,19 +511,19 @@ async fn the_policy_authority_wins_a_same_field_conflict_everywhere() -> anyhow:
     let href = put_new(&cal, "r.ics", &event("r@t", "Review", "Room 1")).await?;
     env.sync("cal").await?;
     let (id, _) = env.record_titled("Review").await?;
-    let mut app = app_open(&env.server, &id, "app-w").await?;
+    let mut app = app_open(&env.server.url(), &id, "app-w").await?;
 
     // Offline app edits, sent only after the provider's edit is imported. The long description
     // first: the app's later location op then outnumbers the bridge's, so Automerge alone would
     // pick the app's location.
-    app_local_edit(&mut app, &id, |e| {
+    app_local_edit_event(&mut app, &id, |e| {
         e.description = Some("notes ".repeat(60));
     })?;
-    app_local_edit(&mut app, &id, |e| e.location = Some("App room".into()))?;
+    app_local_edit_event(&mut app, &id, |e| e.location = Some("App room".into()))?;
     provider_edit(&cal, &href, "LOCATION:Room 1", "LOCATION:Provider room").await?;
     let report = env.sync("cal").await?;
     assert_eq!(report["pulled"], 1, "{report}");
-    app_push(&mut app, &id).await?;
+    app_wait_acknowledged(&mut app, &id).await?;
 
     let doc = env.get_json(&format!("/v1/docs/{id}")).await?;
     assert_eq!(doc["location"], "App room", "Automerge's own pick: {doc}");
