@@ -389,6 +389,14 @@ mod tests {
             ResolvedTime::of_instance_key("20260701T080000Z", &zoned),
             Some(ResolvedTime::Zoned(wall(2026, 7, 1, 10, 0), berlin))
         );
+        // A key without `Z` is a wall time of the series: in UTC for a UTC series.
+        assert_eq!(
+            ResolvedTime::of_instance_key(
+                "20261217T090000",
+                &ResolvedTime::Utc(wall(2026, 1, 1, 0, 0))
+            ),
+            Some(ResolvedTime::Utc(wall(2026, 12, 17, 9, 0)))
+        );
         assert_eq!(ResolvedTime::of_instance_key("tomorrow", &zoned), None);
     }
 }
