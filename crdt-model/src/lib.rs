@@ -1,6 +1,7 @@
 //! Record schemas over Automerge: the `calendar_event`, `contact`, `company` and `deal` documents,
 //! their canonical values (plain structs bridges keep as shadows), typed reading, field-level diff
-//! and apply, conflict listing, schema versions, and recurrence (expanding an event into its
+//! and apply, conflict listing, schema versions, event times resolved against the zone database
+//! ([`ResolvedTime`]), and recurrence (expanding an event into its
 //! occurrences; Microsoft Graph's recurrence patterns <-> RRULE) in [`recurrence`].
 //!
 //! # Invariants
@@ -26,6 +27,7 @@ pub mod identity;
 mod model;
 mod read;
 pub mod recurrence;
+mod resolved_time;
 mod slots;
 mod time;
 mod write;
@@ -39,6 +41,7 @@ pub use model::{
 pub use read::{
     ReadError, ReadProblem, read_company, read_contact, read_deal, read_event, record_type, to_json,
 };
+pub use resolved_time::{ResolveError, ResolvedTime};
 pub use slots::{Fold, SlotKind, assign_slots, fold_contact, fold_slots};
 pub use time::{Date, EventTime, TimeParseError, WallTime};
 pub use write::{

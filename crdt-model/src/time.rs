@@ -1,4 +1,5 @@
 //! `start` / `end` values: the four forms the contracts allow, parsed without a time-zone database.
+//! [`ResolvedTime`](crate::ResolvedTime) resolves them against one (offsets, instants, keys).
 
 use std::fmt;
 

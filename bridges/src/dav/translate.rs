@@ -21,13 +21,11 @@ use std::collections::BTreeMap;
 
 use calcard::icalendar::ICalendarValue;
 use calcard::{Entry, Parser};
-use chrono::{
-    Datelike, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Timelike,
-};
+use chrono::{Datelike, NaiveDate, NaiveTime, TimeDelta, Timelike};
 use chrono_tz::Tz;
 use driftless_crdt_model::{
-    Attendee, CalendarEvent, Contact, ContactPoint, EventTime, Name, Organizer, Override,
-    Recurrence, SlotKind, assign_slots,
+    Attendee, CalendarEvent, Contact, ContactPoint, Name, Organizer, Override, Recurrence,
+    ResolvedTime, SlotKind, assign_slots,
 };
 
 use super::content::{ContentDoc, RawProp, escape_text, fold};
@@ -77,15 +75,6 @@ fn field_error(resource: &str, field: &str, reason: impl Into<String>) -> Transl
 // Times
 // ---------------------------------------------------------------------------------------------
 
-/// A DTSTART-like value, interpreted.
-#[derive(Debug, Clone, PartialEq)]
-enum When {
-    Date(NaiveDate),
-    Utc(NaiveDateTime),
-    Floating(NaiveDateTime),
-    Zoned(NaiveDateTime, Tz),
-}
-
 /// A duration: nominal days (wall clock) plus exact seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Span {
@@ -107,224 +96,112 @@ fn zone_of(tzid: &str) -> Option<Tz> {
         .find_map(|(i, _)| tzid[i + 1..].parse::<Tz>().ok())
 }
 
-/// The UTC offset in seconds of a wall time in `tz` (RFC 5545: first occurrence when
-/// ambiguous, the offset before the gap when the wall time does not exist).
-fn offset_secs(local: NaiveDateTime, tz: Tz) -> i64 {
-    match tz.from_local_datetime(&local).earliest() {
-        Some(dt) => i64::from(dt.offset().fix().local_minus_utc()),
-        None => {
-            let before = local
-                .checked_sub_signed(TimeDelta::days(1))
-                .unwrap_or(local);
-            i64::from(tz.offset_from_utc_datetime(&before).fix().local_minus_utc())
-        }
-    }
-}
-
 fn in_range(d: NaiveDate) -> bool {
     (0..=9999).contains(&d.year())
 }
 
-impl When {
-    fn from_value(v: &DateValue) -> Option<When> {
-        let when = match v {
-            DateValue::Date { year, month, day } => When::Date(NaiveDate::from_ymd_opt(
-                i32::from(*year),
-                u32::from(*month),
-                u32::from(*day),
-            )?),
-            DateValue::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                zone,
-            } => {
-                let date =
-                    NaiveDate::from_ymd_opt(i32::from(*year), u32::from(*month), u32::from(*day))?;
-                // A leap second (60) is read as :59.
-                let time = NaiveTime::from_hms_opt(
-                    u32::from(*hour),
-                    u32::from(*minute),
-                    u32::from((*second).min(59)),
-                )?;
-                let t = date.and_time(time);
-                match zone {
-                    Zone::Utc => When::Utc(t),
-                    Zone::Floating => When::Floating(t),
-                    Zone::Tzid(id) => match zone_of(id) {
-                        Some(tz) => When::Zoned(t, tz),
-                        None => When::Floating(t),
-                    },
-                }
-            }
-        };
-        in_range(when.date()).then_some(when)
-    }
-
-    /// Parses a canonical `start`/`end`/date string; the zone must be an IANA name.
-    fn parse(s: &str) -> Result<When, String> {
-        let date = |d: driftless_crdt_model::Date| {
-            NaiveDate::from_ymd_opt(d.year, u32::from(d.month), u32::from(d.day))
-                .ok_or_else(|| format!("`{s}` is not a date"))
-        };
-        let wall = |w: driftless_crdt_model::WallTime| -> Result<NaiveDateTime, String> {
-            let time = NaiveTime::from_hms_opt(
-                u32::from(w.hour),
-                u32::from(w.minute),
-                u32::from(w.second),
-            )
-            .ok_or_else(|| format!("`{s}` is not a time"))?;
-            Ok(date(w.date)?.and_time(time))
-        };
-        let when = match EventTime::parse(s).map_err(|e| e.to_string())? {
-            EventTime::Date(d) => When::Date(date(d)?),
-            EventTime::Utc(w) => When::Utc(wall(w)?),
-            EventTime::Floating(w) => When::Floating(wall(w)?),
-            EventTime::Zoned { local, zone, .. } => {
-                let tz = zone
-                    .parse::<Tz>()
-                    .map_err(|_| format!("`{zone}` is not an IANA time zone"))?;
-                When::Zoned(wall(local)?, tz)
-            }
-        };
-        if in_range(when.date()) {
-            Ok(when)
-        } else {
-            Err(format!("`{s}` is out of range"))
-        }
-    }
-
-    fn date(&self) -> NaiveDate {
-        match self {
-            When::Date(d) => *d,
-            When::Utc(t) | When::Floating(t) | When::Zoned(t, _) => t.date(),
-        }
-    }
-
-    fn canonical(&self) -> String {
-        fn wall(t: &NaiveDateTime) -> String {
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        }
-        match self {
-            When::Date(d) => format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
-            When::Utc(t) => format!("{}Z", wall(t)),
-            When::Floating(t) => wall(t),
-            When::Zoned(t, tz) => {
-                let off = offset_secs(*t, *tz) / 60;
-                let sign = if off < 0 { '-' } else { '+' };
-                let abs = off.abs();
-                format!(
-                    "{}{sign}{:02}:{:02}[{}]",
-                    wall(t),
-                    abs / 60,
-                    abs % 60,
-                    tz.name()
-                )
-            }
-        }
-    }
-
-    /// The instant, with floating times and dates read as UTC wall clock.
-    fn instant(&self) -> NaiveDateTime {
-        match self {
-            When::Date(d) => d.and_time(NaiveTime::MIN),
-            When::Utc(t) | When::Floating(t) => *t,
-            When::Zoned(t, tz) => t
-                .checked_sub_signed(TimeDelta::seconds(offset_secs(*t, *tz)))
-                .unwrap_or(*t),
-        }
-    }
-
-    /// The instance key of the instance starting here.
-    fn key(&self) -> String {
-        let basic = |t: &NaiveDateTime| {
-            format!(
-                "{:04}{:02}{:02}T{:02}{:02}{:02}",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        };
-        match self {
-            When::Date(d) => format!("{:04}{:02}{:02}", d.year(), d.month(), d.day()),
-            When::Floating(t) => basic(t),
-            When::Utc(_) | When::Zoned(..) => format!("{}Z", basic(&self.instant())),
-        }
-    }
-
-    fn to_value(&self) -> Option<DateValue> {
-        let date = self.date();
-        let (year, month, day) = (
-            u16::try_from(date.year()).ok()?,
-            u8::try_from(date.month()).ok()?,
-            u8::try_from(date.day()).ok()?,
-        );
-        let (t, zone) = match self {
-            When::Date(_) => return Some(DateValue::Date { year, month, day }),
-            When::Utc(t) => (t, Zone::Utc),
-            When::Floating(t) => (t, Zone::Floating),
-            When::Zoned(t, tz) => (t, Zone::Tzid(tz.name().to_owned())),
-        };
-        Some(DateValue::DateTime {
+/// A DTSTART-like iCalendar value as a time: a TZID that names no IANA zone (also after
+/// stripping a vendor prefix) reads as floating, a leap second (60) as :59. `None` when the
+/// value is no valid date or lies outside years 0-9999.
+pub(crate) fn time_of_value(v: &DateValue) -> Option<ResolvedTime> {
+    let when = match v {
+        DateValue::Date { year, month, day } => ResolvedTime::Date(NaiveDate::from_ymd_opt(
+            i32::from(*year),
+            u32::from(*month),
+            u32::from(*day),
+        )?),
+        DateValue::DateTime {
             year,
             month,
             day,
-            hour: u8::try_from(t.hour()).ok()?,
-            minute: u8::try_from(t.minute()).ok()?,
-            second: u8::try_from(t.second()).ok()?,
+            hour,
+            minute,
+            second,
             zone,
-        })
-    }
-
-    /// This time moved by `span` (days on the wall clock, then exact seconds), in the same form.
-    fn plus(&self, span: Span) -> Option<When> {
-        let days = TimeDelta::try_days(span.days)?;
-        let secs = TimeDelta::try_seconds(span.secs)?;
-        let when = match self {
-            When::Date(d) => {
-                let whole = TimeDelta::try_days(span.secs.div_euclid(86_400))?;
-                When::Date(d.checked_add_signed(days)?.checked_add_signed(whole)?)
+        } => {
+            let date =
+                NaiveDate::from_ymd_opt(i32::from(*year), u32::from(*month), u32::from(*day))?;
+            let time = NaiveTime::from_hms_opt(
+                u32::from(*hour),
+                u32::from(*minute),
+                u32::from((*second).min(59)),
+            )?;
+            let t = date.and_time(time);
+            match zone {
+                Zone::Utc => ResolvedTime::Utc(t),
+                Zone::Floating => ResolvedTime::Floating(t),
+                Zone::Tzid(id) => match zone_of(id) {
+                    Some(tz) => ResolvedTime::Zoned(t, tz),
+                    None => ResolvedTime::Floating(t),
+                },
             }
-            When::Utc(t) => When::Utc(t.checked_add_signed(days)?.checked_add_signed(secs)?),
-            When::Floating(t) => {
-                When::Floating(t.checked_add_signed(days)?.checked_add_signed(secs)?)
-            }
-            When::Zoned(t, tz) => {
-                let wall = When::Zoned(t.checked_add_signed(days)?, *tz);
-                let instant = wall.instant().checked_add_signed(secs)?;
-                When::Zoned(tz.from_utc_datetime(&instant).naive_local(), *tz)
-            }
-        };
-        in_range(when.date()).then_some(when)
-    }
-
-    /// RFC 5545's end when DTEND and DURATION are both absent.
-    fn default_span(&self) -> Span {
-        match self {
-            When::Date(_) => ONE_DAY,
-            _ => ZERO,
         }
+    };
+    in_range(when.date()).then_some(when)
+}
+
+/// A time as an iCalendar value (a zoned time as `TZID=<IANA name>`); `None` outside years
+/// 0-9999.
+fn value_of_time(when: &ResolvedTime) -> Option<DateValue> {
+    let date = when.date();
+    let (year, month, day) = (
+        u16::try_from(date.year()).ok()?,
+        u8::try_from(date.month()).ok()?,
+        u8::try_from(date.day()).ok()?,
+    );
+    let (t, zone) = match when {
+        ResolvedTime::Date(_) => return Some(DateValue::Date { year, month, day }),
+        ResolvedTime::Utc(t) => (t, Zone::Utc),
+        ResolvedTime::Floating(t) => (t, Zone::Floating),
+        ResolvedTime::Zoned(t, tz) => (t, Zone::Tzid(tz.name().to_owned())),
+    };
+    Some(DateValue::DateTime {
+        year,
+        month,
+        day,
+        hour: u8::try_from(t.hour()).ok()?,
+        minute: u8::try_from(t.minute()).ok()?,
+        second: u8::try_from(t.second()).ok()?,
+        zone,
+    })
+}
+
+/// `when` moved by `span` (days on the wall clock, then exact seconds), in the same form.
+fn plus(when: &ResolvedTime, span: Span) -> Option<ResolvedTime> {
+    let days = TimeDelta::try_days(span.days)?;
+    let secs = TimeDelta::try_seconds(span.secs)?;
+    let moved = match when {
+        ResolvedTime::Date(d) => {
+            let whole = TimeDelta::try_days(span.secs.div_euclid(86_400))?;
+            ResolvedTime::Date(d.checked_add_signed(days)?.checked_add_signed(whole)?)
+        }
+        ResolvedTime::Utc(t) => {
+            ResolvedTime::Utc(t.checked_add_signed(days)?.checked_add_signed(secs)?)
+        }
+        ResolvedTime::Floating(t) => {
+            ResolvedTime::Floating(t.checked_add_signed(days)?.checked_add_signed(secs)?)
+        }
+        ResolvedTime::Zoned(t, tz) => {
+            let wall = ResolvedTime::Zoned(t.checked_add_signed(days)?, *tz);
+            let instant = wall.instant().checked_add_signed(secs)?;
+            ResolvedTime::zoned_at(instant, *tz)
+        }
+    };
+    in_range(moved.date()).then_some(moved)
+}
+
+/// RFC 5545's end when DTEND and DURATION are both absent.
+fn default_span(when: &ResolvedTime) -> Span {
+    match when {
+        ResolvedTime::Date(_) => ONE_DAY,
+        _ => ZERO,
     }
 }
 
 /// From `a` to `b`: whole days between dates, else exact seconds.
-fn span_between(a: &When, b: &When) -> Span {
+fn span_between(a: &ResolvedTime, b: &ResolvedTime) -> Span {
     match (a, b) {
-        (When::Date(x), When::Date(y)) => Span {
+        (ResolvedTime::Date(x), ResolvedTime::Date(y)) => Span {
             days: (*y - *x).num_days(),
             secs: 0,
         },
@@ -333,30 +210,6 @@ fn span_between(a: &When, b: &When) -> Span {
             secs: (b.instant() - a.instant()).num_seconds(),
         },
     }
-}
-
-/// The instance a key names, in the form of the series' start.
-fn when_of_key(key: &str, series_start: &When) -> Option<When> {
-    if key.len() == 8 {
-        return NaiveDate::parse_from_str(key, "%Y%m%d")
-            .ok()
-            .map(When::Date);
-    }
-    if let Some(utc) = key.strip_suffix('Z') {
-        let t = NaiveDateTime::parse_from_str(utc, "%Y%m%dT%H%M%S").ok()?;
-        return Some(match series_start {
-            When::Zoned(_, tz) => When::Zoned(tz.from_utc_datetime(&t).naive_local(), *tz),
-            When::Floating(_) => When::Floating(t),
-            When::Date(_) => When::Date(t.date()),
-            When::Utc(_) => When::Utc(t),
-        });
-    }
-    let t = NaiveDateTime::parse_from_str(key, "%Y%m%dT%H%M%S").ok()?;
-    Some(match series_start {
-        When::Zoned(_, tz) => When::Zoned(t, *tz),
-        When::Utc(_) => When::Utc(t),
-        _ => When::Floating(t),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,24 +221,24 @@ fn when_of_key(key: &str, series_start: &When) -> Option<When> {
 struct Read {
     id: EventId,
     props: EventProps,
-    start: Option<When>,
+    start: Option<ResolvedTime>,
     /// DTEND as written.
-    explicit_end: Option<When>,
+    explicit_end: Option<ResolvedTime>,
     /// DURATION as written.
     duration: Option<Span>,
-    recurrence_id: Option<When>,
+    recurrence_id: Option<ResolvedTime>,
 }
 
 impl Read {
     /// The end the resource implies when its DTSTART is `start`.
-    fn end_for(&self, start: &When) -> Option<When> {
+    fn end_for(&self, start: &ResolvedTime) -> Option<ResolvedTime> {
         match &self.explicit_end {
-            Some(end) => Some(end.clone()),
-            None => start.plus(self.duration.unwrap_or(start.default_span())),
+            Some(end) => Some(*end),
+            None => plus(start, self.duration.unwrap_or(default_span(start))),
         }
     }
 
-    fn end(&self) -> Option<When> {
+    fn end(&self) -> Option<ResolvedTime> {
         self.start.as_ref().and_then(|s| self.end_for(s))
     }
 }
@@ -466,16 +319,17 @@ impl Parsed {
                     source,
                 },
             })?;
-            let when =
-                |v: &Option<DateValue>, name: &str| -> Result<Option<When>, TranslateError> {
-                    v.as_ref()
-                        .map(|v| {
-                            When::from_value(v).ok_or_else(|| {
-                                field_error(&resource, name, "date out of range or invalid")
-                            })
+            let when = |v: &Option<DateValue>,
+                        name: &str|
+             -> Result<Option<ResolvedTime>, TranslateError> {
+                v.as_ref()
+                    .map(|v| {
+                        time_of_value(v).ok_or_else(|| {
+                            field_error(&resource, name, "date out of range or invalid")
                         })
-                        .transpose()
-                };
+                    })
+                    .transpose()
+            };
             let start = when(&props.start, "DTSTART")?;
             let explicit_end = when(&props.end, "DTEND")?;
             let recurrence_id = when(&props.recurrence_id, "RECURRENCE-ID")?;
@@ -576,9 +430,9 @@ fn date_map(
     values
         .iter()
         .map(|v| {
-            let w = When::from_value(v)
+            let w = time_of_value(v)
                 .ok_or_else(|| field_error(resource, field, "date out of range or invalid"))?;
-            Ok((w.key(), w.canonical()))
+            Ok((w.instance_key(), w.to_string()))
         })
         .collect()
 }
@@ -611,7 +465,7 @@ fn changed(value: &Option<String>, series: &Option<String>) -> Option<String> {
 /// The override entry for one VEVENT with RECURRENCE-ID: `{"cancelled": true}` or the fields
 /// that differ from the series (`start` from the original start, `end` from the original start
 /// plus the series' duration).
-fn override_of(master: &Read, ov: &Read, rid: &When) -> Override {
+fn override_of(master: &Read, ov: &Read, rid: &ResolvedTime) -> Override {
     let cancelled = |p: &EventProps| status_of(p.status.as_deref()).as_deref() == Some("cancelled");
     // In a cancelled series every instance is cancelled; the override then only carries changes.
     if cancelled(&ov.props) && !cancelled(&master.props) {
@@ -624,13 +478,13 @@ fn override_of(master: &Read, ov: &Read, rid: &When) -> Override {
     let p = &ov.props;
     let series_span = match (&master.start, master.end()) {
         (Some(s), Some(e)) => span_between(s, &e),
-        _ => rid.default_span(),
+        _ => default_span(rid),
     };
-    let original_end = rid.plus(series_span).map(|w| w.canonical());
+    let original_end = plus(rid, series_span).map(|w| w.to_string());
     // A VEVENT without DTSTART starts where the instance would.
-    let effective_start = ov.start.clone().unwrap_or_else(|| rid.clone());
-    let start = Some(effective_start.canonical());
-    let end = ov.end_for(&effective_start).map(|w| w.canonical());
+    let effective_start = ov.start.unwrap_or(*rid);
+    let start = Some(effective_start.to_string());
+    let end = ov.end_for(&effective_start).map(|w| w.to_string());
     let attendees = attendees_of(&p.attendees);
     Override {
         title: changed(&p.summary, &m.summary),
@@ -640,7 +494,7 @@ fn override_of(master: &Read, ov: &Read, rid: &When) -> Override {
             &status_of(p.status.as_deref()),
             &status_of(m.status.as_deref()),
         ),
-        start: start.filter(|s| *s != rid.canonical()),
+        start: start.filter(|s| *s != rid.to_string()),
         end: end.filter(|e| Some(e) != original_end.as_ref()),
         attendees: (!attendees.is_empty() && attendees != attendees_of(&m.attendees))
             .then_some(attendees),
@@ -664,7 +518,7 @@ fn event_of(parsed: &Parsed) -> Result<CalendarEvent, TranslateError> {
     let mut overrides = BTreeMap::new();
     for ov in parsed.overrides() {
         if let Some(rid) = &ov.recurrence_id {
-            overrides.insert(rid.key(), override_of(master, ov, rid));
+            overrides.insert(rid.instance_key(), override_of(master, ov, rid));
         }
     }
     Ok(CalendarEvent {
@@ -673,8 +527,8 @@ fn event_of(parsed: &Parsed) -> Result<CalendarEvent, TranslateError> {
         status: status_of(p.status.as_deref()),
         ical_uid: p.uid.clone(),
         description: p.description.clone(),
-        start: Some(start.canonical()),
-        end: Some(end.canonical()),
+        start: Some(start.to_string()),
+        end: Some(end.to_string()),
         recurrence: recurrence_of(p, resource)?,
         overrides,
         organizer: organizer_of(p.organizer.as_ref()),
@@ -718,22 +572,21 @@ fn new_calendar(uid: &str) -> String {
 
 /// A canonical time as a value to write; `base` is used when it means the same.
 fn value_of(
-    when: &When,
+    when: &ResolvedTime,
     base: Option<&DateValue>,
     resource: &str,
     field: &str,
 ) -> Result<DateValue, TranslateError> {
     if let Some(b) = base
-        && When::from_value(b).is_some_and(|w| w.canonical() == when.canonical())
+        && time_of_value(b).is_some_and(|w| w.to_string() == when.to_string())
     {
         return Ok(b.clone());
     }
-    when.to_value()
-        .ok_or_else(|| field_error(resource, field, "date out of range"))
+    value_of_time(when).ok_or_else(|| field_error(resource, field, "date out of range"))
 }
 
-fn parse_time(s: &str, resource: &str, field: &str) -> Result<When, TranslateError> {
-    When::parse(s).map_err(|reason| field_error(resource, field, reason))
+fn parse_time(s: &str, resource: &str, field: &str) -> Result<ResolvedTime, TranslateError> {
+    ResolvedTime::parse(s).map_err(|e| field_error(resource, field, e.to_string()))
 }
 
 /// Sets a text property when the canonical value differs.
@@ -799,8 +652,8 @@ fn put_times(
     cal: &mut Calendar,
     r: Option<&Read>,
     e: EventId,
-    start: &When,
-    end: &When,
+    start: &ResolvedTime,
+    end: &ResolvedTime,
     resource: &str,
 ) -> Result<bool, TranslateError> {
     let set = |cal: &mut Calendar, prop, v: &DateValue| {
@@ -816,7 +669,10 @@ fn put_times(
             )
         })
     };
-    if r.and_then(|r| r.start.as_ref()).map(When::canonical) != Some(start.canonical()) {
+    if r.and_then(|r| r.start.as_ref())
+        .map(ResolvedTime::to_string)
+        != Some(start.to_string())
+    {
         let v = value_of(
             start,
             r.and_then(|r| r.props.start.as_ref()),
@@ -827,9 +683,9 @@ fn put_times(
     }
     let implied = match r {
         Some(r) => r.end_for(start),
-        None => start.plus(start.default_span()),
+        None => plus(start, default_span(start)),
     };
-    if implied.map(|w| w.canonical()) != Some(end.canonical()) {
+    if implied.map(|w| w.to_string()) != Some(end.to_string()) {
         let v = value_of(end, r.and_then(|r| r.props.end.as_ref()), resource, "end")?;
         set(cal, DateProp::End, &v)?;
         return Ok(true);
@@ -867,7 +723,7 @@ fn put_dates(
         let w = parse_time(s, resource, field)?;
         let base = current
             .iter()
-            .find(|c| When::from_value(c).is_some_and(|c| c.canonical() == w.canonical()));
+            .find(|c| time_of_value(c).is_some_and(|c| c.to_string() == w.to_string()));
         values.push(value_of(&w, base, resource, field)?);
     }
     let result = if exdates {
@@ -900,7 +756,7 @@ fn upper(s: &Option<String>) -> Option<String> {
 /// The series as it is to be written, for overrides that inherit from it.
 struct Series<'a> {
     event: &'a CalendarEvent,
-    start: When,
+    start: ResolvedTime,
     span: Span,
 }
 
@@ -910,7 +766,7 @@ fn put_override(
     cal: &mut Calendar,
     e: EventId,
     r: Option<&Read>,
-    rid: &When,
+    rid: &ResolvedTime,
     o: &Override,
     series: &Series<'_>,
     resource: &str,
@@ -965,19 +821,18 @@ fn put_override(
     }
     let start = match &o.start {
         Some(s) => parse_time(s, resource, "overrides.start")?,
-        None => rid.clone(),
+        None => *rid,
     };
     let end = match &o.end {
         Some(s) => parse_time(s, resource, "overrides.end")?,
-        None => start
-            .plus(series.span)
+        None => plus(&start, series.span)
             .ok_or_else(|| field_error(resource, "overrides.end", "end out of range"))?,
     };
     // Read as the reader does: a VEVENT without DTSTART starts at its RECURRENCE-ID.
     let effective = r.map(|r| {
         let mut r = r.clone();
         if r.start.is_none() {
-            r.start = Some(rid.clone());
+            r.start = Some(*rid);
         }
         r
     });
@@ -1091,8 +946,7 @@ pub fn event_to_ical(
     )?;
     let end = match &event.end {
         Some(s) => parse_time(s, resource, "end")?,
-        None => start
-            .plus(start.default_span())
+        None => plus(&start, default_span(&start))
             .ok_or_else(|| field_error(resource, "end", "out of range"))?,
     };
     let mut wrote_end = put_times(&mut cal, Some(master), m, &start, &end, resource)?;
@@ -1157,7 +1011,7 @@ pub fn event_to_ical(
         let Some(rid) = &ov.recurrence_id else {
             continue;
         };
-        let key = rid.key();
+        let key = rid.instance_key();
         match event.overrides.get(&key) {
             Some(o) if seen.insert(key.clone()) => {
                 wrote_end |= put_override(&mut cal, ov.id, Some(ov), rid, o, &series, resource)?;
@@ -1170,11 +1024,10 @@ pub fn event_to_ical(
             continue;
         }
         let field = format!("overrides.{key}");
-        let rid = when_of_key(key, &series.start)
+        let rid = ResolvedTime::of_instance_key(key, &series.start)
             .ok_or_else(|| field_error(resource, &field, "not an instance key"))?;
-        let value = rid
-            .to_value()
-            .ok_or_else(|| field_error(resource, &field, "out of range"))?;
+        let value =
+            value_of_time(&rid).ok_or_else(|| field_error(resource, &field, "out of range"))?;
         let id = cal
             .add_override(&value)
             .map_err(|e| field_error(resource, &field, e.to_string()))?;

@@ -22,16 +22,17 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{
-    DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Utc,
-};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
-use driftless_crdt_model::{Attendee, CalendarEvent, EventTime, Organizer, Override, Recurrence};
+use driftless_crdt_model::{
+    Attendee, CalendarEvent, Organizer, Override, Recurrence, ResolvedTime,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::wire::{self, Event, EventDateTime};
 use crate::dav::ical::{Calendar, DateValue, Zone};
+use crate::dav::translate::time_of_value;
 
 /// Why an event or a canonical value could not be translated.
 #[derive(Debug, thiserror::Error)]
@@ -157,235 +158,114 @@ fn read_event(raw: &Value) -> Result<Event, TranslateError> {
 // Times
 // ---------------------------------------------------------------------------------------------
 
-/// A time, interpreted.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum When {
-    Date(NaiveDate),
-    Utc(NaiveDateTime),
-    Floating(NaiveDateTime),
-    Zoned(NaiveDateTime, Tz),
+/// A canonical `start`/`end` string (any of the contracts' forms).
+fn parse_canonical(s: &str) -> Result<ResolvedTime, String> {
+    ResolvedTime::parse(s).map_err(|e| e.to_string())
 }
 
-/// The UTC offset in seconds of a wall time in `tz`: the first occurrence when ambiguous, the
-/// offset before the gap when the wall time does not exist (RFC 5545's rule).
-fn offset_secs(local: NaiveDateTime, tz: Tz) -> i64 {
-    match tz.from_local_datetime(&local).earliest() {
-        Some(dt) => i64::from(dt.offset().fix().local_minus_utc()),
-        None => {
-            let before = local
-                .checked_sub_signed(TimeDelta::days(1))
-                .unwrap_or(local);
-            i64::from(tz.offset_from_utc_datetime(&before).fix().local_minus_utc())
-        }
+/// Google's EventDateTime as a time: `date` is all-day; an RFC 3339 `dateTime` is that instant
+/// shown in `timeZone` (UTC when there is none); a local `dateTime` is a wall time in `timeZone`.
+fn time_of_google(edt: &EventDateTime) -> Result<ResolvedTime, String> {
+    if let Some(d) = &edt.date {
+        return NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map(ResolvedTime::Date)
+            .map_err(|_| format!("date `{d}` is not YYYY-MM-DD"));
     }
-}
-
-fn wall(t: &NaiveDateTime) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S").to_string()
-}
-
-fn offset_text(secs: i64) -> String {
-    let minutes = secs / 60;
-    let sign = if minutes < 0 { '-' } else { '+' };
-    let abs = minutes.abs();
-    format!("{sign}{:02}:{:02}", abs / 60, abs % 60)
-}
-
-impl When {
-    fn canonical(&self) -> String {
-        match self {
-            When::Date(d) => d.format("%Y-%m-%d").to_string(),
-            When::Utc(t) => format!("{}Z", wall(t)),
-            When::Floating(t) => wall(t),
-            When::Zoned(t, tz) => {
-                format!(
-                    "{}{}[{}]",
-                    wall(t),
-                    offset_text(offset_secs(*t, *tz)),
-                    tz.name()
-                )
-            }
-        }
-    }
-
-    /// The instant (UTC), with floating times and dates read as UTC wall clock.
-    fn instant(&self) -> NaiveDateTime {
-        match self {
-            When::Date(d) => d.and_time(NaiveTime::MIN),
-            When::Utc(t) | When::Floating(t) => *t,
-            When::Zoned(t, tz) => t
-                .checked_sub_signed(TimeDelta::seconds(offset_secs(*t, *tz)))
-                .unwrap_or(*t),
-        }
-    }
-
-    fn key(&self) -> String {
-        match self {
-            When::Date(d) => d.format("%Y%m%d").to_string(),
-            When::Floating(t) => t.format("%Y%m%dT%H%M%S").to_string(),
-            _ => self.instant().format("%Y%m%dT%H%M%SZ").to_string(),
-        }
-    }
-
-    /// A canonical `start`/`end` string (any of the contracts' forms).
-    fn parse_canonical(s: &str) -> Result<When, String> {
-        let date = |d: driftless_crdt_model::Date| {
-            NaiveDate::from_ymd_opt(d.year, u32::from(d.month), u32::from(d.day))
-                .ok_or_else(|| format!("`{s}` is not a date"))
-        };
-        let at = |w: driftless_crdt_model::WallTime| -> Result<NaiveDateTime, String> {
-            let time = NaiveTime::from_hms_opt(
-                u32::from(w.hour),
-                u32::from(w.minute),
-                u32::from(w.second),
-            )
-            .ok_or_else(|| format!("`{s}` is not a time"))?;
-            Ok(date(w.date)?.and_time(time))
-        };
-        Ok(match EventTime::parse(s).map_err(|e| e.to_string())? {
-            EventTime::Date(d) => When::Date(date(d)?),
-            EventTime::Utc(w) => When::Utc(at(w)?),
-            EventTime::Floating(w) => When::Floating(at(w)?),
-            EventTime::Zoned { local, zone, .. } => {
-                let tz = zone
-                    .parse::<Tz>()
-                    .map_err(|_| format!("`{zone}` is not an IANA time zone"))?;
-                When::Zoned(at(local)?, tz)
-            }
-        })
-    }
-
-    /// Google's EventDateTime.
-    fn from_google(edt: &EventDateTime) -> Result<When, String> {
-        if let Some(d) = &edt.date {
-            return NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map(When::Date)
-                .map_err(|_| format!("date `{d}` is not YYYY-MM-DD"));
-        }
-        let Some(dt) = &edt.date_time else {
-            return Err("neither date nor dateTime".into());
-        };
-        let zone = edt.time_zone.as_deref().and_then(|z| z.parse::<Tz>().ok());
-        match DateTime::<FixedOffset>::parse_from_rfc3339(dt) {
-            Ok(instant) => {
-                let utc = instant.with_timezone(&Utc).naive_utc();
-                Ok(match zone {
-                    Some(tz) if tz.name() != "UTC" && tz.name() != "Etc/UTC" => {
-                        When::Zoned(tz.from_utc_datetime(&utc).naive_local(), tz)
-                    }
-                    _ => When::Utc(utc),
-                })
-            }
-            // Google accepts (and may echo) a local dateTime when timeZone names the zone.
-            Err(_) => {
-                let local = NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S")
-                    .map_err(|_| format!("dateTime `{dt}` is not RFC 3339"))?;
-                match zone {
-                    Some(tz) => Ok(When::Zoned(local, tz)),
-                    None => Err(format!("dateTime `{dt}` has neither offset nor timeZone")),
+    let Some(dt) = &edt.date_time else {
+        return Err("neither date nor dateTime".into());
+    };
+    let zone = edt.time_zone.as_deref().and_then(|z| z.parse::<Tz>().ok());
+    match DateTime::<FixedOffset>::parse_from_rfc3339(dt) {
+        Ok(instant) => {
+            let utc = instant.with_timezone(&Utc).naive_utc();
+            Ok(match zone {
+                Some(tz) if tz.name() != "UTC" && tz.name() != "Etc/UTC" => {
+                    ResolvedTime::zoned_at(utc, tz)
                 }
+                _ => ResolvedTime::Utc(utc),
+            })
+        }
+        // Google accepts (and may echo) a local dateTime when timeZone names the zone.
+        Err(_) => {
+            let local = NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S")
+                .map_err(|_| format!("dateTime `{dt}` is not RFC 3339"))?;
+            match zone {
+                Some(tz) => Ok(ResolvedTime::Zoned(local, tz)),
+                None => Err(format!("dateTime `{dt}` has neither offset nor timeZone")),
             }
         }
     }
+}
 
-    /// The EventDateTime to write. `recurring` events need a `timeZone`.
-    fn to_google(self, calendar_zone: Option<&str>, recurring: bool) -> Value {
-        match self {
-            When::Date(d) => json!({"date": d.format("%Y-%m-%d").to_string()}),
-            When::Utc(t) => {
-                let mut v = json!({"dateTime": format!("{}Z", wall(&t))});
-                if recurring {
-                    v["timeZone"] = json!("UTC");
-                }
-                v
+/// The EventDateTime to write. `recurring` events need a `timeZone`; a floating time is written
+/// in the calendar's zone (UTC when unknown).
+fn google_time(when: ResolvedTime, calendar_zone: Option<&str>, recurring: bool) -> Value {
+    match when {
+        ResolvedTime::Date(d) => json!({"date": d.format("%Y-%m-%d").to_string()}),
+        ResolvedTime::Utc(_) => {
+            let mut v = json!({"dateTime": when.rfc3339()});
+            if recurring {
+                v["timeZone"] = json!("UTC");
             }
-            When::Zoned(t, tz) => json!({
-                "dateTime": format!("{}{}", wall(&t), offset_text(offset_secs(t, tz))),
-                "timeZone": tz.name(),
-            }),
-            When::Floating(t) => {
-                let zone = calendar_zone
-                    .and_then(|z| z.parse::<Tz>().ok())
-                    .unwrap_or(Tz::UTC);
-                When::Zoned(t, zone).to_google(None, recurring)
-            }
+            v
+        }
+        ResolvedTime::Zoned(_, tz) => json!({
+            "dateTime": when.rfc3339(),
+            "timeZone": tz.name(),
+        }),
+        ResolvedTime::Floating(t) => {
+            let zone = calendar_zone
+                .and_then(|z| z.parse::<Tz>().ok())
+                .unwrap_or(Tz::UTC);
+            google_time(ResolvedTime::Zoned(t, zone), None, recurring)
         }
     }
+}
 
-    /// An iCalendar DATE / DATE-TIME of an EXDATE or RDATE line; a floating value is read in
-    /// the series' zone (Google expands in the start's `timeZone`).
-    fn from_ical(v: &DateValue, series_zone: Option<Tz>) -> Option<When> {
-        match v {
-            DateValue::Date { year, month, day } => {
-                NaiveDate::from_ymd_opt(i32::from(*year), u32::from(*month), u32::from(*day))
-                    .map(When::Date)
-            }
+/// An iCalendar DATE / DATE-TIME of an EXDATE or RDATE line; a floating value is read in
+/// the series' zone (Google expands in the start's `timeZone`).
+fn time_of_ical(v: &DateValue, series_zone: Option<Tz>) -> Option<ResolvedTime> {
+    let when = time_of_value(v)?;
+    Some(match (when, v, series_zone) {
+        (
+            ResolvedTime::Floating(t),
             DateValue::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                zone,
-            } => {
-                let t =
-                    NaiveDate::from_ymd_opt(i32::from(*year), u32::from(*month), u32::from(*day))?
-                        .and_hms_opt(
-                            u32::from(*hour),
-                            u32::from(*minute),
-                            u32::from((*second).min(59)),
-                        )?;
-                Some(match zone {
-                    Zone::Utc => When::Utc(t),
-                    Zone::Tzid(id) => match id.parse::<Tz>() {
-                        Ok(tz) => When::Zoned(t, tz),
-                        Err(_) => When::Floating(t),
-                    },
-                    Zone::Floating => match series_zone {
-                        Some(tz) => When::Zoned(t, tz),
-                        None => When::Floating(t),
-                    },
-                })
-            }
+                zone: Zone::Floating,
+                ..
+            },
+            Some(tz),
+        ) => ResolvedTime::Zoned(t, tz),
+        _ => when,
+    })
+}
+
+/// `NAME;PARAMS:VALUE` for an EXDATE / RDATE line.
+fn ical_line(when: &ResolvedTime, name: &str) -> String {
+    match when {
+        ResolvedTime::Date(d) => format!("{name};VALUE=DATE:{}", d.format("%Y%m%d")),
+        ResolvedTime::Utc(t) => format!("{name}:{}", t.format("%Y%m%dT%H%M%SZ")),
+        ResolvedTime::Floating(t) => format!("{name}:{}", t.format("%Y%m%dT%H%M%S")),
+        ResolvedTime::Zoned(t, tz) => {
+            format!("{name};TZID={}:{}", tz.name(), t.format("%Y%m%dT%H%M%S"))
         }
     }
+}
 
-    /// `NAME;PARAMS:VALUE` for an EXDATE / RDATE line.
-    fn ical_line(&self, name: &str) -> String {
-        match self {
-            When::Date(d) => format!("{name};VALUE=DATE:{}", d.format("%Y%m%d")),
-            When::Utc(t) => format!("{name}:{}", t.format("%Y%m%dT%H%M%SZ")),
-            When::Floating(t) => format!("{name}:{}", t.format("%Y%m%dT%H%M%S")),
-            When::Zoned(t, tz) => {
-                format!("{name};TZID={}:{}", tz.name(), t.format("%Y%m%dT%H%M%S"))
-            }
+/// `end` moved so it lies as far from `to` as it does from `from` (whole days for dates, exact
+/// seconds otherwise), in the form of `to`.
+fn shifted(from: &ResolvedTime, to: &ResolvedTime, end: &ResolvedTime) -> ResolvedTime {
+    match (from, to, end) {
+        (ResolvedTime::Date(a), ResolvedTime::Date(b), ResolvedTime::Date(e)) => {
+            ResolvedTime::Date(*b + (*e - *a))
         }
-    }
-
-    fn zone(&self) -> Option<Tz> {
-        match self {
-            When::Zoned(_, tz) => Some(*tz),
-            _ => None,
-        }
-    }
-
-    /// This time moved so it starts at the same offset from `to` as it does from `from`
-    /// (whole days for dates, exact seconds otherwise), in the form of `to`.
-    fn shifted(from: &When, to: &When, end: &When) -> When {
-        match (from, to, end) {
-            (When::Date(a), When::Date(b), When::Date(e)) => When::Date(*b + (*e - *a)),
-            _ => {
-                let span = end.instant() - from.instant();
-                let instant = to.instant() + span;
-                match to {
-                    When::Date(_) => When::Date(instant.date()),
-                    When::Utc(_) => When::Utc(instant),
-                    When::Floating(_) => When::Floating(instant),
-                    When::Zoned(_, tz) => {
-                        When::Zoned(tz.from_utc_datetime(&instant).naive_local(), *tz)
-                    }
-                }
+        _ => {
+            let span = end.instant() - from.instant();
+            let instant = to.instant() + span;
+            match to {
+                ResolvedTime::Date(_) => ResolvedTime::Date(instant.date()),
+                ResolvedTime::Utc(_) => ResolvedTime::Utc(instant),
+                ResolvedTime::Floating(_) => ResolvedTime::Floating(instant),
+                ResolvedTime::Zoned(_, tz) => ResolvedTime::zoned_at(instant, *tz),
             }
         }
     }
@@ -393,21 +273,23 @@ impl When {
 
 /// The canonical string of a Google EventDateTime.
 pub fn canonical_time(edt: &EventDateTime) -> Result<String, String> {
-    When::from_google(edt).map(|w| w.canonical())
+    time_of_google(edt).map(|w| w.to_string())
 }
 
 /// The instance key of a Google EventDateTime (`originalStartTime`).
 fn instance_key(edt: &EventDateTime, event: &str, field: &str) -> Result<String, TranslateError> {
-    When::from_google(edt)
-        .map(|w| w.key())
+    time_of_google(edt)
+        .map(|w| w.instance_key())
         .map_err(|r| field_error(event, field, r))
 }
 
 /// The same moment in the same form: a zoned wall time that does not exist (a DST gap) equals the
 /// wall time Google normalizes it to, so it is not rewritten every round.
-fn same_when(a: &When, b: &When) -> bool {
+fn same_when(a: &ResolvedTime, b: &ResolvedTime) -> bool {
     match (a, b) {
-        (When::Zoned(_, x), When::Zoned(_, y)) => x == y && a.instant() == b.instant(),
+        (ResolvedTime::Zoned(_, x), ResolvedTime::Zoned(_, y)) => {
+            x == y && a.instant() == b.instant()
+        }
         _ => a == b,
     }
 }
@@ -416,7 +298,7 @@ fn same_when(a: &When, b: &When) -> bool {
 /// an offset equals the form with it). Unparseable values compare as strings.
 fn same_time(a: Option<&str>, b: Option<&str>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => match (When::parse_canonical(a), When::parse_canonical(b)) {
+        (Some(a), Some(b)) => match (parse_canonical(a), parse_canonical(b)) {
             (Ok(x), Ok(y)) => same_when(&x, &y),
             _ => a == b,
         },
@@ -553,7 +435,7 @@ fn read_lines(
             "EXDATE" | "RDATE" => {
                 let (is_exdate, values) = ical_dates(line, event)?;
                 for v in values {
-                    let w = When::from_ical(&v, series_zone).ok_or_else(|| {
+                    let w = time_of_ical(&v, series_zone).ok_or_else(|| {
                         field_error(event, "recurrence", format!("bad date in {line:?}"))
                     })?;
                     let map = if is_exdate {
@@ -561,7 +443,7 @@ fn read_lines(
                     } else {
                         &mut rec.rdates
                     };
-                    map.insert(w.key(), w.canonical());
+                    map.insert(w.instance_key(), w.to_string());
                 }
             }
             _ => unmapped.push(line.clone()),
@@ -577,52 +459,30 @@ fn read_lines(
 /// The master's mapped fields, read once.
 struct Master {
     event: Event,
-    start: When,
-    end: When,
+    start: ResolvedTime,
+    end: ResolvedTime,
 }
 
 impl Master {
     fn read(raw: &Value) -> Result<Master, TranslateError> {
         let event = read_event(raw)?;
         let id = event.id.clone();
-        let time = |edt: Option<&EventDateTime>, field: &str| -> Result<When, TranslateError> {
-            let edt = edt.ok_or_else(|| field_error(&id, field, "missing"))?;
-            When::from_google(edt).map_err(|r| field_error(&id, field, r))
-        };
+        let time =
+            |edt: Option<&EventDateTime>, field: &str| -> Result<ResolvedTime, TranslateError> {
+                let edt = edt.ok_or_else(|| field_error(&id, field, "missing"))?;
+                time_of_google(edt).map_err(|r| field_error(&id, field, r))
+            };
         let start = time(event.start.as_ref(), "start")?;
         let end = time(event.end.as_ref(), "end")?;
         Ok(Master { event, start, end })
     }
 
     /// Where the instance with `key` starts and ends when it is not moved.
-    fn original(&self, key: &str) -> Option<(When, When)> {
-        let start = when_of_key(key, &self.start)?;
-        let end = When::shifted(&self.start, &start, &self.end);
+    fn original(&self, key: &str) -> Option<(ResolvedTime, ResolvedTime)> {
+        let start = ResolvedTime::of_instance_key(key, &self.start)?;
+        let end = shifted(&self.start, &start, &self.end);
         Some((start, end))
     }
-}
-
-/// The instance a key names, in the form of the series' start.
-fn when_of_key(key: &str, series_start: &When) -> Option<When> {
-    if key.len() == 8 {
-        return NaiveDate::parse_from_str(key, "%Y%m%d")
-            .ok()
-            .map(When::Date);
-    }
-    if let Some(utc) = key.strip_suffix('Z') {
-        let t = NaiveDateTime::parse_from_str(utc, "%Y%m%dT%H%M%S").ok()?;
-        return Some(match series_start {
-            When::Zoned(_, tz) => When::Zoned(tz.from_utc_datetime(&t).naive_local(), *tz),
-            When::Floating(_) => When::Floating(t),
-            When::Date(_) => When::Date(t.date()),
-            When::Utc(_) => When::Utc(t),
-        });
-    }
-    let t = NaiveDateTime::parse_from_str(key, "%Y%m%dT%H%M%S").ok()?;
-    Some(match series_start {
-        When::Zoned(_, tz) => When::Zoned(t, *tz),
-        _ => When::Floating(t),
-    })
 }
 
 fn changed(value: &Option<String>, series: &Option<String>) -> Option<String> {
@@ -643,19 +503,21 @@ fn override_of(master: &Master, key: &str, raw: &Value) -> Result<Override, Tran
         });
     }
     let m = &master.event;
-    let time = |edt: Option<&EventDateTime>, field: &str| -> Result<Option<When>, TranslateError> {
-        edt.map(|e| When::from_google(e).map_err(|r| field_error(&ex.id, field, r)))
+    let time = |edt: Option<&EventDateTime>,
+                field: &str|
+     -> Result<Option<ResolvedTime>, TranslateError> {
+        edt.map(|e| time_of_google(e).map_err(|r| field_error(&ex.id, field, r)))
             .transpose()
     };
     let original = master.original(key);
     let start = time(ex.start.as_ref(), "start")?;
     let end = time(ex.end.as_ref(), "end")?;
-    let moved = |w: Option<When>, orig: Option<When>| -> Option<String> {
+    let moved = |w: Option<ResolvedTime>, orig: Option<ResolvedTime>| -> Option<String> {
         let w = w?;
-        let all_day = |x: &When| matches!(x, When::Date(_));
+        let all_day = |x: &ResolvedTime| matches!(x, ResolvedTime::Date(_));
         match orig {
             Some(o) if o.instant() == w.instant() && all_day(&o) == all_day(&w) => None,
-            _ => Some(w.canonical()),
+            _ => Some(w.to_string()),
         }
     };
     let attendees = attendees_of(ex.attendees.as_ref());
@@ -703,8 +565,8 @@ pub fn event_from_series(series: &StoredSeries) -> Result<CalendarEvent, Transla
         status: status_of(e.status.as_deref()),
         ical_uid: e.ical_uid.clone(),
         description: e.description.clone(),
-        start: Some(master.start.canonical()),
-        end: Some(master.end.canonical()),
+        start: Some(master.start.to_string()),
+        end: Some(master.end.to_string()),
         recurrence: lines.recurrence,
         overrides,
         organizer: organizer_of(e.organizer.as_ref()),
@@ -746,15 +608,15 @@ fn put_time(
     recurring: bool,
     event: &str,
 ) -> Result<(), TranslateError> {
-    let want_when = When::parse_canonical(want).map_err(|r| field_error(event, key, r))?;
-    let current_when = current.and_then(|c| When::from_google(c).ok());
+    let want_when = parse_canonical(want).map_err(|r| field_error(event, key, r))?;
+    let current_when = current.and_then(|c| time_of_google(c).ok());
     let zone_ok = !recurring || current.is_some_and(|c| c.date.is_some() || c.time_zone.is_some());
     if current_when.is_some_and(|c| same_when(&c, &want_when)) && zone_ok {
         return Ok(());
     }
     m.insert(
         key.to_owned(),
-        want_when.to_google(ctx.calendar_zone.as_deref(), recurring),
+        google_time(want_when, ctx.calendar_zone.as_deref(), recurring),
     );
     Ok(())
 }
@@ -860,8 +722,8 @@ fn same_recurrence(a: Option<&Recurrence>, b: Option<&Recurrence>) -> bool {
             let dates = |m: &BTreeMap<String, String>| {
                 m.values()
                     .map(|v| {
-                        When::parse_canonical(v)
-                            .map(|w| w.key())
+                        parse_canonical(v)
+                            .map(|w| w.instance_key())
                             .unwrap_or_else(|_| v.clone())
                     })
                     .collect::<std::collections::BTreeSet<_>>()
@@ -886,10 +748,10 @@ fn recurrence_lines(
     lines.extend(unmapped.iter().cloned());
     for (name, map) in [("EXDATE", &rec.exdates), ("RDATE", &rec.rdates)] {
         for v in map.values() {
-            let w = When::parse_canonical(v).map_err(|r| {
+            let w = parse_canonical(v).map_err(|r| {
                 field_error(event, &format!("recurrence.{}", name.to_lowercase()), r)
             })?;
-            lines.push(w.ical_line(name));
+            lines.push(ical_line(&w, name));
         }
     }
     Ok(lines)
@@ -936,7 +798,7 @@ pub fn render_master(
     let current_zone = current
         .start
         .as_ref()
-        .and_then(|s| When::from_google(s).ok())
+        .and_then(|s| time_of_google(s).ok())
         .and_then(|w| w.zone());
     let lines = read_lines(current.recurrence.as_ref(), current_zone, &id)?;
     let recurring = event
@@ -973,8 +835,8 @@ pub fn render_master(
     let end = match event.end.as_deref() {
         Some(e) => e.to_owned(),
         // The RFC 5545 default: a day for all-day, zero length otherwise.
-        None => match When::parse_canonical(start) {
-            Ok(When::Date(d)) => When::Date(d + TimeDelta::days(1)).canonical(),
+        None => match parse_canonical(start) {
+            Ok(ResolvedTime::Date(d)) => ResolvedTime::Date(d + TimeDelta::days(1)).to_string(),
             _ => start.to_owned(),
         },
     };
@@ -1039,10 +901,10 @@ pub fn render_instance(
             v.insert("recurringEventId".into(), json!(id));
             v.insert(
                 "originalStartTime".into(),
-                orig_start.to_google(zone, false),
+                google_time(orig_start, zone, false),
             );
-            v.insert("start".into(), orig_start.to_google(zone, false));
-            v.insert("end".into(), orig_end.to_google(zone, false));
+            v.insert("start".into(), google_time(orig_start, zone, false));
+            v.insert("end".into(), google_time(orig_end, zone, false));
             Value::Object(v)
         }
     };
@@ -1075,13 +937,13 @@ pub fn render_instance(
         &status_of(me.status.as_deref()).or(Some("confirmed".into())),
     );
     put_str(m, "status", &status_of(ex.status.as_deref()), &status);
-    let start = want.start.clone().unwrap_or_else(|| orig_start.canonical());
+    let start = want.start.clone().unwrap_or_else(|| orig_start.to_string());
     let end = want
         .end
         .clone()
-        .unwrap_or_else(|| match When::parse_canonical(&start) {
-            Ok(s) => When::shifted(&orig_start, &s, &orig_end).canonical(),
-            Err(_) => orig_end.canonical(),
+        .unwrap_or_else(|| match parse_canonical(&start) {
+            Ok(s) => shifted(&orig_start, &s, &orig_end).to_string(),
+            Err(_) => orig_end.to_string(),
         });
     put_time(m, "start", ex.start.as_ref(), &start, ctx, false, &iid)?;
     put_time(m, "end", ex.end.as_ref(), &end, ctx, false, &iid)?;
@@ -1118,7 +980,7 @@ pub fn cancelled_instance(
         .or_insert_with(|| json!(instance_id(&id, key)));
     map.insert("recurringEventId".into(), json!(id));
     map.entry("originalStartTime")
-        .or_insert_with(|| orig.to_google(ctx.calendar_zone.as_deref(), false));
+        .or_insert_with(|| google_time(orig, ctx.calendar_zone.as_deref(), false));
     map.insert("status".into(), json!("cancelled"));
     Ok(Value::Object(map))
 }
@@ -1530,22 +1392,22 @@ mod tests {
                     let d = NaiveDate::from_ymd_opt(2026, 3, day).unwrap_or_default();
                     match form {
                         0 => {
-                            let s = When::Date(d);
-                            let e = When::Date(d + TimeDelta::days(len));
-                            (s.canonical(), e.canonical(), true)
+                            let s = ResolvedTime::Date(d);
+                            let e = ResolvedTime::Date(d + TimeDelta::days(len));
+                            (s.to_string(), e.to_string(), true)
                         }
                         1 => {
                             let t = d.and_hms_opt(hour, minute, 0).unwrap_or_default();
-                            let s = When::Utc(t);
-                            let e = When::Utc(t + TimeDelta::hours(len));
-                            (s.canonical(), e.canonical(), false)
+                            let s = ResolvedTime::Utc(t);
+                            let e = ResolvedTime::Utc(t + TimeDelta::hours(len));
+                            (s.to_string(), e.to_string(), false)
                         }
                         _ => {
                             let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
                             let t = d.and_hms_opt(hour, minute, 0).unwrap_or_default();
-                            let s = When::Zoned(t, tz);
-                            let e = When::Zoned(t + TimeDelta::hours(len), tz);
-                            (s.canonical(), e.canonical(), false)
+                            let s = ResolvedTime::Zoned(t, tz);
+                            let e = ResolvedTime::Zoned(t + TimeDelta::hours(len), tz);
+                            (s.to_string(), e.to_string(), false)
                         }
                     }
                 })
@@ -1590,22 +1452,26 @@ mod tests {
                 .prop_map(
                     |(title, description, location, status, (start, end, _), attendees, rec)| {
                         let recurrence = rec.map(|(rule, weeks)| {
-                            let first =
-                                When::parse_canonical(&start).unwrap_or(When::Date(NaiveDate::MIN));
+                            let first = parse_canonical(&start)
+                                .unwrap_or(ResolvedTime::Date(NaiveDate::MIN));
                             let exdates = weeks
                                 .into_iter()
                                 .map(|w| {
                                     let at = match first {
-                                        When::Date(d) => When::Date(d + TimeDelta::weeks(w)),
-                                        When::Utc(t) => When::Utc(t + TimeDelta::weeks(w)),
-                                        When::Floating(t) => {
-                                            When::Floating(t + TimeDelta::weeks(w))
+                                        ResolvedTime::Date(d) => {
+                                            ResolvedTime::Date(d + TimeDelta::weeks(w))
                                         }
-                                        When::Zoned(t, tz) => {
-                                            When::Zoned(t + TimeDelta::weeks(w), tz)
+                                        ResolvedTime::Utc(t) => {
+                                            ResolvedTime::Utc(t + TimeDelta::weeks(w))
+                                        }
+                                        ResolvedTime::Floating(t) => {
+                                            ResolvedTime::Floating(t + TimeDelta::weeks(w))
+                                        }
+                                        ResolvedTime::Zoned(t, tz) => {
+                                            ResolvedTime::Zoned(t + TimeDelta::weeks(w), tz)
                                         }
                                     };
-                                    (at.key(), at.canonical())
+                                    (at.instance_key(), at.to_string())
                                 })
                                 .collect();
                             Recurrence {
@@ -1657,20 +1523,20 @@ mod tests {
                 };
                 let master = render_master(&json!({}), &e, "abcde", &ctx).unwrap();
                 let mut series = StoredSeries::new(master);
-                let first = When::parse_canonical(&start).unwrap();
-                let first_end = When::parse_canonical(&end).unwrap();
+                let first = parse_canonical(&start).unwrap();
+                let first_end = parse_canonical(&end).unwrap();
                 for (week, kind, text, hours) in specs {
                     let slot = match first {
-                        When::Date(d) => When::Date(d + TimeDelta::weeks(week)),
-                        When::Utc(t) => When::Utc(t + TimeDelta::weeks(week)),
-                        When::Floating(t) => When::Floating(t + TimeDelta::weeks(week)),
-                        When::Zoned(t, tz) => When::Zoned(t + TimeDelta::weeks(week), tz),
+                        ResolvedTime::Date(d) => ResolvedTime::Date(d + TimeDelta::weeks(week)),
+                        ResolvedTime::Utc(t) => ResolvedTime::Utc(t + TimeDelta::weeks(week)),
+                        ResolvedTime::Floating(t) => ResolvedTime::Floating(t + TimeDelta::weeks(week)),
+                        ResolvedTime::Zoned(t, tz) => ResolvedTime::Zoned(t + TimeDelta::weeks(week), tz),
                     };
-                    let moved = |w: When| match w {
-                        When::Date(d) => When::Date(d + TimeDelta::days(hours)),
-                        When::Utc(t) => When::Utc(t + TimeDelta::hours(hours)),
-                        When::Floating(t) => When::Floating(t + TimeDelta::hours(hours)),
-                        When::Zoned(t, tz) => When::Zoned(t + TimeDelta::hours(hours), tz),
+                    let moved = |w: ResolvedTime| match w {
+                        ResolvedTime::Date(d) => ResolvedTime::Date(d + TimeDelta::days(hours)),
+                        ResolvedTime::Utc(t) => ResolvedTime::Utc(t + TimeDelta::hours(hours)),
+                        ResolvedTime::Floating(t) => ResolvedTime::Floating(t + TimeDelta::hours(hours)),
+                        ResolvedTime::Zoned(t, tz) => ResolvedTime::Zoned(t + TimeDelta::hours(hours), tz),
                     };
                     let ov = match kind {
                         0 => Override { cancelled: true, ..Override::default() },
@@ -1679,13 +1545,13 @@ mod tests {
                         // A moved instance reads back with both ends (as in CalDAV): the end
                         // differs from the slot's original end too.
                         _ if hours != 0 => Override {
-                            start: Some(moved(slot).canonical()),
-                            end: Some(moved(When::shifted(&first, &slot, &first_end)).canonical()),
+                            start: Some(moved(slot).to_string()),
+                            end: Some(moved(shifted(&first, &slot, &first_end)).to_string()),
                             ..Override::default()
                         },
                         _ => Override { description: Some(text), ..Override::default() },
                     };
-                    e.overrides.insert(slot.key(), ov);
+                    e.overrides.insert(slot.instance_key(), ov);
                 }
                 // Write each instance and store what "Google" keeps.
                 for key in instance_keys(&series, &e) {

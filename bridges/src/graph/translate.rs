@@ -26,13 +26,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{
-    DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Timelike, Utc,
-};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 use driftless_crdt_model::{
-    Attendee, CalendarEvent, Contact, ContactPoint, EventTime, Name, Organizer, Override,
-    Recurrence, SlotKind, assign_slots,
+    Attendee, CalendarEvent, Contact, ContactPoint, Name, Organizer, Override, Recurrence,
+    ResolvedTime, SlotKind, assign_slots,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -152,40 +150,6 @@ fn wall_string(t: &NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
-/// The UTC offset of a wall time in `tz` (first occurrence when ambiguous, the offset before a
-/// gap when the wall time does not exist), like the CalDAV side.
-fn offset_secs(local: NaiveDateTime, tz: Tz) -> i64 {
-    match tz.from_local_datetime(&local).earliest() {
-        Some(dt) => i64::from(dt.offset().fix().local_minus_utc()),
-        None => {
-            let before = local
-                .checked_sub_signed(TimeDelta::days(1))
-                .unwrap_or(local);
-            i64::from(tz.offset_from_utc_datetime(&before).fix().local_minus_utc())
-        }
-    }
-}
-
-fn to_utc(local: NaiveDateTime, tz: Tz) -> NaiveDateTime {
-    local
-        .checked_sub_signed(TimeDelta::seconds(offset_secs(local, tz)))
-        .unwrap_or(local)
-}
-
-fn canonical_zoned(utc: NaiveDateTime, tz: Tz) -> String {
-    let local = tz.from_utc_datetime(&utc).naive_local();
-    let off = offset_secs(local, tz) / 60;
-    let sign = if off < 0 { '-' } else { '+' };
-    let abs = off.abs();
-    format!(
-        "{}{sign}{:02}:{:02}[{}]",
-        wall_string(&local),
-        abs / 60,
-        abs % 60,
-        tz.name()
-    )
-}
-
 fn basic_utc(t: &NaiveDateTime) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
 }
@@ -206,70 +170,42 @@ fn canonical_time(
     let wall = parse_wall(&t.date_time)
         .ok_or_else(|| field_error(item, field, format!("bad dateTime {:?}", t.date_time)))?;
     if all_day {
-        return Ok(wall.date().format("%Y-%m-%d").to_string());
+        return Ok(ResolvedTime::Date(wall.date()).to_string());
     }
     let sent_in = t.time_zone.as_deref().and_then(tz::zone_of);
     let utc = match sent_in {
         Some(Zone::Utc) => Some(wall),
-        Some(Zone::Named(tz)) => Some(to_utc(wall, tz)),
+        Some(Zone::Named(tz)) => Some(ResolvedTime::Zoned(wall, tz).instant()),
         None => None,
     };
     let Some(utc) = utc else {
         // A zone nobody knows (a custom Exchange zone): keep the wall time, floating.
-        return Ok(wall_string(&wall));
+        return Ok(ResolvedTime::Floating(wall).to_string());
     };
     let shown = display_zone.and_then(tz::zone_of).or(sent_in);
     Ok(match shown {
-        Some(Zone::Named(tz)) => canonical_zoned(utc, tz),
-        _ => format!("{}Z", wall_string(&utc)),
-    })
+        Some(Zone::Named(tz)) => ResolvedTime::zoned_at(utc, tz),
+        _ => ResolvedTime::Utc(utc),
+    }
+    .to_string())
 }
 
-/// A canonical time, resolved.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum When {
-    Date(NaiveDate),
-    Utc(NaiveDateTime),
-    Floating(NaiveDateTime),
-    Zoned(NaiveDateTime, Tz),
-}
-
-fn parse_canonical(s: &str, item: &str, field: &str) -> Result<When, TranslateError> {
-    let t = EventTime::parse(s).map_err(|e| field_error(item, field, e.to_string()))?;
-    let date = |d: driftless_crdt_model::Date| {
-        NaiveDate::from_ymd_opt(d.year, u32::from(d.month), u32::from(d.day))
-            .ok_or_else(|| field_error(item, field, format!("`{s}` is not a date")))
-    };
-    let wall = |w: driftless_crdt_model::WallTime| -> Result<NaiveDateTime, TranslateError> {
-        let time =
-            NaiveTime::from_hms_opt(u32::from(w.hour), u32::from(w.minute), u32::from(w.second))
-                .ok_or_else(|| field_error(item, field, format!("`{s}` is not a time")))?;
-        Ok(date(w.date)?.and_time(time))
-    };
-    Ok(match t {
-        EventTime::Date(d) => When::Date(date(d)?),
-        EventTime::Utc(w) => When::Utc(wall(w)?),
-        EventTime::Floating(w) => When::Floating(wall(w)?),
-        EventTime::Zoned { local, zone, .. } => {
-            let tz = zone
-                .parse::<Tz>()
-                .map_err(|_| field_error(item, field, format!("`{zone}` is not an IANA zone")))?;
-            When::Zoned(wall(local)?, tz)
-        }
-    })
+/// A canonical `start`/`end` string, resolved.
+fn parse_canonical(s: &str, item: &str, field: &str) -> Result<ResolvedTime, TranslateError> {
+    ResolvedTime::parse(s).map_err(|e| field_error(item, field, e.to_string()))
 }
 
 /// A canonical time as a Graph `dateTimeTimeZone`; `current_zone` is the zone the item is in now
 /// (its spelling is kept when it names the same zone; dates and floating times are written in it).
-fn graph_time(when: When, current_zone: Option<&str>) -> Value {
+fn graph_time(when: ResolvedTime, current_zone: Option<&str>) -> Value {
     let (wall, zone) = match when {
-        When::Date(d) => (
+        ResolvedTime::Date(d) => (
             d.and_time(NaiveTime::MIN),
             current_zone.unwrap_or("UTC").to_owned(),
         ),
-        When::Utc(t) => (t, "UTC".to_owned()),
-        When::Floating(t) => (t, current_zone.unwrap_or("UTC").to_owned()),
-        When::Zoned(t, tz) => (t, tz::graph_zone_name(tz, current_zone)),
+        ResolvedTime::Utc(t) => (t, "UTC".to_owned()),
+        ResolvedTime::Floating(t) => (t, current_zone.unwrap_or("UTC").to_owned()),
+        ResolvedTime::Zoned(t, tz) => (t, tz::graph_zone_name(tz, current_zone)),
     };
     json!({"dateTime": wall_string(&wall), "timeZone": zone})
 }
@@ -287,7 +223,7 @@ fn instant_of(t: &wire::DateTimeTimeZone) -> Option<NaiveDateTime> {
     let wall = parse_wall(&t.date_time)?;
     match t.time_zone.as_deref().and_then(tz::zone_of)? {
         Zone::Utc => Some(wall),
-        Zone::Named(tz) => Some(to_utc(wall, tz)),
+        Zone::Named(tz) => Some(ResolvedTime::Zoned(wall, tz).instant()),
     }
 }
 
@@ -308,13 +244,13 @@ pub fn instance_key(row: &Value, all_day: bool) -> Option<String> {
             (None, Some(s)) => parse_wall(&s.date_time)?.date(),
             _ => return None,
         };
-        return Some(basic_date(&date));
+        return Some(ResolvedTime::Date(date).instance_key());
     }
     let instant = match original {
         Some(t) => t,
         None => instant_of(start.as_ref()?)?,
     };
-    Some(basic_utc(&instant))
+    Some(ResolvedTime::Utc(instant).instance_key())
 }
 
 /// The instant (or midnight UTC of the date) an instance key names.
@@ -439,7 +375,7 @@ pub fn rrule_of_recurrence(
                         .and_then(tz::windows_to_iana)
                         .or(series_zone);
                     let utc = match zone {
-                        Some(tz) => to_utc(last, tz),
+                        Some(tz) => ResolvedTime::Zoned(last, tz).instant(),
                         None => last,
                     };
                     rule.push_str(&format!(";UNTIL={}", basic_utc(&utc)));
@@ -844,26 +780,24 @@ fn original_times(master: &Fields, key: &str, all_day: bool) -> (Option<String>,
         return (None, None);
     };
     if all_day {
-        let (When::Date(s), When::Date(e)) = (ms, me) else {
+        let (ResolvedTime::Date(s), ResolvedTime::Date(e)) = (ms, me) else {
             return (None, None);
         };
         let days = (e - s).num_days();
         let start = instant.date();
         let end = start.checked_add_signed(TimeDelta::days(days));
         return (
-            Some(start.format("%Y-%m-%d").to_string()),
-            end.map(|e| e.format("%Y-%m-%d").to_string()),
+            Some(ResolvedTime::Date(start).to_string()),
+            end.map(|e| ResolvedTime::Date(e).to_string()),
         );
     }
-    let utc = |w: When| match w {
-        When::Utc(t) | When::Floating(t) => t,
-        When::Zoned(t, tz) => to_utc(t, tz),
-        When::Date(d) => d.and_time(NaiveTime::MIN),
-    };
-    let span = utc(me) - utc(ms);
-    let render = |t: NaiveDateTime| match ms {
-        When::Zoned(_, tz) => canonical_zoned(t, tz),
-        _ => format!("{}Z", wall_string(&t)),
+    let span = me.instant() - ms.instant();
+    let render = |t: NaiveDateTime| {
+        match ms {
+            ResolvedTime::Zoned(_, tz) => ResolvedTime::zoned_at(t, tz),
+            _ => ResolvedTime::Utc(t),
+        }
+        .to_string()
     };
     (
         Some(render(instant)),
@@ -1088,7 +1022,7 @@ fn patch_fields(
             && *start != have.start
         {
             let when = parse_canonical(s, item, "start")?;
-            all_day = Some(matches!(when, When::Date(_)));
+            all_day = Some(matches!(when, ResolvedTime::Date(_)));
             body.insert(
                 "start".into(),
                 graph_time(when, current("start", "originalStartTimeZone").as_deref()),
@@ -1098,7 +1032,7 @@ fn patch_fields(
             && (*end != have.end || body.contains_key("start"))
         {
             let when = parse_canonical(e, item, "end")?;
-            all_day = all_day.or(Some(matches!(when, When::Date(_))));
+            all_day = all_day.or(Some(matches!(when, ResolvedTime::Date(_))));
             body.insert(
                 "end".into(),
                 graph_time(when, current("end", "originalEndTimeZone").as_deref()),

@@ -35,9 +35,9 @@ use rrule::{Frequency, NWeekday};
 use serde::{Deserialize, Serialize};
 
 use super::rule::{RuleLine, UntilValue};
-use super::zone::{place, wall_in};
 use super::{ExpandError, field_error, zone_of};
 use crate::model::{CalendarEvent, Recurrence};
+use crate::resolved_time::{place, wall_in};
 use crate::time::EventTime;
 
 /// Graph's `patternedRecurrence`.

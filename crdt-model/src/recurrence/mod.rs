@@ -30,7 +30,6 @@
 
 pub mod graph;
 mod rule;
-mod zone;
 
 use std::collections::BTreeMap;
 
@@ -38,10 +37,10 @@ use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc
 use chrono_tz::Tz;
 
 use crate::model::{CalendarEvent, Override};
+use crate::resolved_time::{place, wall_in};
 use crate::time::{Date, EventTime, TimeParseError, WallTime};
 
 pub use rule::{RuleError, UntilValue};
-use zone::{place, wall_in};
 
 /// The most occurrences one event lists in one window, by default.
 pub const DEFAULT_MAX_OCCURRENCES: usize = 10_000;
