@@ -46,6 +46,7 @@ fn bridge(id: &str, url: String) -> BridgeConfig {
         url,
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
+        google: None,
     }
 }
 

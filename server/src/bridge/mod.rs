@@ -1,21 +1,23 @@
-//! Provider bridges (CalDAV / CardDAV): one task per `[[bridges]]` entry keeps a collection and
-//! the bridge's workspace in step.
+//! Provider bridges (CalDAV / CardDAV / Google Calendar): one task per `[[bridges]]` entry keeps
+//! a provider's records and the bridge's workspace in step. What is provider-specific (listing
+//! changes, fetching, translating, writing under a precondition) is behind [`provider::Provider`]
+//! (`dav`, `google`); everything below is written once here.
 //!
 //! A round is pull then push:
-//! - **Pull**: sync-collection from the stored token (a rejected token means a full listing that
-//!   merges with the link table), multiget what changed, translate, and let
-//!   `driftless_bridges::sync` decide creates / updates / relinks / removals. A record's change is
-//!   written into its document as ONE Automerge change with this process's bridge actor, computed
-//!   against the shadow (only the fields the provider changed) at the shadow's heads, and sent
-//!   through the engine (`HostInput::LocalChange`). Only once the engine reports it durable is the
-//!   shadow stored; the sync token moves last, so a crash replays the page.
+//! - **Pull**: the provider's changes since the stored cursor (a rejected cursor means a full
+//!   listing that merges with the link table), translated, and `driftless_bridges::sync` decides
+//!   creates / updates / relinks / removals. A record's change is written into its document as
+//!   ONE Automerge change with this process's bridge actor, computed against the shadow (only the
+//!   fields the provider changed) at the shadow's heads, and sent through the engine
+//!   (`HostInput::LocalChange`). Only once the engine reports it durable is the shadow stored; the
+//!   cursor moves last, so a crash replays the page.
 //! - **Push** (the transactional outbox): the engine's `change_log` is appended in the same redb
 //!   transaction as every document change, so it is the job queue. Each bridge reads it from its
-//!   own cursor, diffs every linked document against its shadow by rendering it onto the stored raw
-//!   resource, and writes only when the bytes differ: `If-Match` on update, `If-None-Match: *` on
-//!   create (at an href derived from the document id, so a retried create meets a 412 and adopts
-//!   its own earlier write), `DELETE` for tombstones. A 412 re-fetches, merges the provider's
-//!   change into the document and retries. The cursor moves only after its jobs are done.
+//!   own cursor and has the provider render every linked document onto the shadow's raw resource,
+//!   writing only when it differs: under the shadow's etag on update, at an id derived from the
+//!   document id on create (so a retried create adopts its own earlier write), a delete for
+//!   tombstones. A failed precondition brings the provider's copy, which is merged into the
+//!   document before the write is retried. The cursor moves only after its jobs are done.
 //! - A job the provider refuses for that record alone (a 4xx, 507, a document that cannot be
 //!   rendered) becomes a **failed job** (`store`, keyed by bridge and document): the cursor moves
 //!   on, the other records go through, and the failed one is retried with its own exponential
@@ -38,6 +40,7 @@
 mod dav;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+mod google;
 pub mod policy;
 pub mod provider;
 pub mod record;

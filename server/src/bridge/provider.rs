@@ -15,6 +15,7 @@ use driftless_client_protocol::DocumentId;
 
 use super::BridgeError;
 use super::dav::DavProvider;
+use super::google::GoogleProvider;
 use super::record::Record;
 use super::store::Shadow;
 use crate::config::{BridgeConfig, BridgeKind};
@@ -71,6 +72,7 @@ pub enum DeleteOutcome {
 /// The provider of one bridge.
 pub enum Provider {
     Dav(DavProvider),
+    Google(Box<GoogleProvider>),
 }
 
 impl Provider {
@@ -78,6 +80,7 @@ impl Provider {
     pub fn new(config: &BridgeConfig) -> anyhow::Result<Self> {
         Ok(match config.kind {
             BridgeKind::CalDav | BridgeKind::CardDav => Self::Dav(DavProvider::new(config)?),
+            BridgeKind::GoogleCalendar => Self::Google(Box::new(GoogleProvider::new(config)?)),
         })
     }
 
@@ -90,6 +93,7 @@ impl Provider {
     ) -> Result<Changes, BridgeError> {
         match self {
             Self::Dav(p) => p.changes(token, links).await,
+            Self::Google(p) => p.changes(token, links).await,
         }
     }
 
@@ -98,6 +102,7 @@ impl Provider {
     pub fn translate(&self, raw: &str, existing: Option<&Record>) -> Result<Record, String> {
         match self {
             Self::Dav(p) => p.translate(raw, existing),
+            Self::Google(p) => p.translate(raw),
         }
     }
 
@@ -105,6 +110,7 @@ impl Provider {
     pub fn uid(&self, raw: &str) -> Option<String> {
         match self {
             Self::Dav(_) => super::translate::resource_uid(raw),
+            Self::Google(_) => GoogleProvider::uid(raw),
         }
     }
 
@@ -112,6 +118,7 @@ impl Provider {
     pub fn created_document(&self, id: &str) -> Option<DocumentId> {
         match self {
             Self::Dav(p) => p.created_document(id),
+            Self::Google(p) => p.created_document(id),
         }
     }
 
@@ -124,6 +131,7 @@ impl Provider {
     ) -> Result<Resource, BridgeError> {
         match self {
             Self::Dav(p) => p.create(doc_id, record).await,
+            Self::Google(p) => p.create(doc_id, record).await,
         }
     }
 
@@ -138,6 +146,7 @@ impl Provider {
     ) -> Result<WriteOutcome, BridgeError> {
         match self {
             Self::Dav(p) => p.update(doc_id, id, record, shadow).await,
+            Self::Google(p) => p.update(doc_id, id, record, shadow).await,
         }
     }
 
@@ -150,6 +159,7 @@ impl Provider {
     ) -> Result<DeleteOutcome, BridgeError> {
         match self {
             Self::Dav(p) => p.delete(doc_id, id, shadow).await,
+            Self::Google(p) => p.delete(doc_id, id, shadow).await,
         }
     }
 }

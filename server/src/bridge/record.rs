@@ -23,7 +23,9 @@ pub enum Record {
 impl Record {
     pub fn read<D: ReadDoc>(kind: BridgeKind, doc: &D) -> Result<Self, ReadError> {
         Ok(match kind {
-            BridgeKind::CalDav => Self::Event(Box::new(read_event(doc)?)),
+            BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
+                Self::Event(Box::new(read_event(doc)?))
+            }
             BridgeKind::CardDav => Self::Contact(Box::new(read_contact(doc)?)),
         })
     }
@@ -46,7 +48,9 @@ impl Record {
         value: serde_json::Value,
     ) -> Result<Self, serde_json::Error> {
         Ok(match kind {
-            BridgeKind::CalDav => Self::Event(Box::new(serde_json::from_value(value)?)),
+            BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
+                Self::Event(Box::new(serde_json::from_value(value)?))
+            }
             BridgeKind::CardDav => Self::Contact(Box::new(serde_json::from_value(value)?)),
         })
     }
