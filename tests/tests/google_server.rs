@@ -183,7 +183,6 @@ async fn a_series_becomes_one_document_and_app_edits_reach_google_quietly() -> a
     assert_eq!(master["reminders"]["overrides"][0]["minutes"], 10);
 
     // Its own write comes back in the next pull and changes nothing.
-    env.api.sync(BRIDGE).await?;
     env.quiet_round().await?;
     let event = app_event(&mut app, &doc_id).await?;
     assert_eq!(event.title.as_deref(), Some("Weekly review v2"));

@@ -329,6 +329,9 @@ impl GoogleProvider {
                 etag: None,
             });
             match merge_series(stored.as_ref(), &change) {
+                // Our own write coming back (or a resync listing it unchanged): nothing to do,
+                // as for a DAV resource whose etag matches the shadow's.
+                Ok(series) if stored.as_ref() == Some(&series) => {}
                 Ok(series) => changes.changed.push(Resource {
                     id,
                     ..resource(&series)
