@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use driftless_bridges::google::client::{
+    DEFAULT_API_BASE as GOOGLE_API_BASE, DEFAULT_TOKEN_URL as GOOGLE_TOKEN_URL,
+    Secret as GoogleSecret,
+};
 use serde::Deserialize;
 
 use crate::auth::{Keys, MIN_SECRET_BYTES, Secret};
@@ -104,7 +108,7 @@ pub fn policy_fields(record_type: &str) -> Option<&'static [&'static str]> {
 /// The record type a bridge of `kind` syncs.
 pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
     match kind {
-        BridgeKind::CalDav => driftless_crdt_model::CALENDAR_EVENT,
+        BridgeKind::CalDav | BridgeKind::GoogleCalendar => driftless_crdt_model::CALENDAR_EVENT,
         BridgeKind::CardDav => driftless_crdt_model::CONTACT,
     }
 }
@@ -179,6 +183,7 @@ pub fn validate_policies(policies: &[Policy], bridges: &[BridgeConfig]) -> Resul
 pub enum BridgeKind {
     CalDav,
     CardDav,
+    GoogleCalendar,
 }
 
 impl BridgeKind {
@@ -186,6 +191,7 @@ impl BridgeKind {
         match self {
             Self::CalDav => "caldav",
             Self::CardDav => "carddav",
+            Self::GoogleCalendar => "google_calendar",
         }
     }
 }
@@ -201,10 +207,27 @@ pub struct BridgeConfig {
     pub poll_interval: Duration,
     /// A round removing more than this fraction of the linked records needs confirmation.
     pub max_delete_fraction: f64,
-    /// The collection URL (calendar or address book).
+    /// The collection URL (calendar or address book); empty for other kinds.
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The settings of a `google_calendar` bridge (`None` for other kinds).
+    pub google: Option<GoogleCalendarConfig>,
+}
+
+/// The keys of a `kind = "google_calendar"` entry. The secrets are read from the environment
+/// variables the entry names; their `Debug` is `<redacted>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoogleCalendarConfig {
+    /// The calendar (`primary` or a calendar id).
+    pub calendar_id: String,
+    pub client_id: String,
+    pub client_secret: GoogleSecret,
+    pub refresh_token: GoogleSecret,
+    /// The OAuth2 token endpoint (default: Google's).
+    pub token_url: String,
+    /// The Calendar API root (default: `https://www.googleapis.com/calendar/v3/`).
+    pub api_base: String,
 }
 
 /// `[auth]`: the signing secrets, read from the environment at startup.
@@ -698,10 +721,14 @@ fn parse_bridge(
     let kind = match kind_text.as_str() {
         "caldav" => BridgeKind::CalDav,
         "carddav" => BridgeKind::CardDav,
-        "google_calendar" | "microsoft_graph" | "hubspot" | "salesforce" => {
+        "google_calendar" => BridgeKind::GoogleCalendar,
+        "microsoft_graph" | "hubspot" | "salesforce" => {
             return Err(err(
                 "kind",
-                format!("`{kind_text}` bridges are not supported yet (supported: caldav, carddav)"),
+                format!(
+                    "`{kind_text}` bridges are not supported yet (supported: caldav, carddav, \
+                     google_calendar)"
+                ),
             ));
         }
         other => {
@@ -731,31 +758,79 @@ fn parse_bridge(
                 )
             })?,
     };
-    let url = string("url", true)?.unwrap_or_default();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(err(
-            "url",
-            format!("`{url}` must be an http:// or https:// collection URL"),
-        ));
-    }
-    let username = string("username", false)?;
-    let password = string("password", false)?;
-    let password_env = string("password_env", false)?;
-    let password = match (password, password_env) {
-        (Some(_), Some(_)) => {
+    let (url, username, password, google) = if kind == BridgeKind::GoogleCalendar {
+        let mut required = |key: &str| -> Result<String, ConfigError> {
+            let value = string(key, true)?.unwrap_or_default();
+            if value.is_empty() {
+                return Err(err(key, "must not be empty".into()));
+            }
+            Ok(value)
+        };
+        let calendar_id = required("calendar_id")?;
+        let client_id = required("client_id")?;
+        let client_secret_env = required("client_secret_env")?;
+        let refresh_token_env = required("refresh_token_env")?;
+        let mut endpoint = |key: &str, default: &str| -> Result<String, ConfigError> {
+            let value = string(key, false)?.unwrap_or_else(|| default.to_owned());
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(err(
+                    key,
+                    format!("`{value}` must be an http:// or https:// URL"),
+                ));
+            }
+            Ok(value)
+        };
+        let token_url = endpoint("token_url", GOOGLE_TOKEN_URL)?;
+        let api_base = endpoint("api_base", GOOGLE_API_BASE)?;
+        // Only the variable's name is ever shown, never its value.
+        let secret = |key: &str, var: &str| {
+            env(var)
+                .filter(|v| !v.is_empty())
+                .map(GoogleSecret::new)
+                .ok_or_else(|| {
+                    err(
+                        key,
+                        format!("environment variable {var} is not set (or empty)"),
+                    )
+                })
+        };
+        let google = GoogleCalendarConfig {
+            calendar_id,
+            client_id,
+            client_secret: secret("client_secret_env", &client_secret_env)?,
+            refresh_token: secret("refresh_token_env", &refresh_token_env)?,
+            token_url,
+            api_base,
+        };
+        (String::new(), None, None, Some(google))
+    } else {
+        let url = string("url", true)?.unwrap_or_default();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(err(
-                "password_env",
-                "give either password or password_env, not both".into(),
+                "url",
+                format!("`{url}` must be an http:// or https:// collection URL"),
             ));
         }
-        (Some(p), None) => Some(p),
-        (None, Some(var)) => Some(env(&var).ok_or_else(|| {
-            err(
-                "password_env",
-                format!("environment variable {var} is not set"),
-            )
-        })?),
-        (None, None) => None,
+        let username = string("username", false)?;
+        let password = string("password", false)?;
+        let password_env = string("password_env", false)?;
+        let password = match (password, password_env) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "password_env",
+                    "give either password or password_env, not both".into(),
+                ));
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(var)) => Some(env(&var).ok_or_else(|| {
+                err(
+                    "password_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?),
+            (None, None) => None,
+        };
+        (url, username, password, None)
     };
     let max_delete_fraction = match table.remove("max_delete_fraction") {
         None => 0.2,
@@ -771,7 +846,7 @@ fn parse_bridge(
     if let Some(key) = table.keys().next() {
         return Err(err(
             key,
-            "is not a known key of a caldav/carddav bridge".into(),
+            format!("is not a known key of a {} bridge", kind.as_str()),
         ));
     }
     Ok(BridgeConfig {
@@ -783,6 +858,7 @@ fn parse_bridge(
         url,
         username,
         password,
+        google,
     })
 }
 
@@ -1269,6 +1345,88 @@ url = "http://127.0.0.1:5232/alice/book/"
                 matches!(&err, ConfigError::Bridge { index: i, key: k, .. } if *i == index && k == key),
                 "{text}: {msg}"
             );
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn google_calendar_bridges_read_their_secrets_from_env() {
+        let text = r#"
+[[bridges]]
+id = "gcal"
+kind = "google_calendar"
+calendar_id = "primary"
+client_id = "client-1"
+client_secret_env = "G_SECRET"
+refresh_token_env = "G_REFRESH"
+api_base = "http://127.0.0.1:9/calendar/v3/"
+"#;
+        let env = |name: &str| match name {
+            "G_SECRET" => Some("s3cr3t-value".to_owned()),
+            "G_REFRESH" => Some("r3fr3sh-value".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_toml_str_env(text, &env).unwrap();
+        let [gcal] = config.bridges.as_slice() else {
+            panic!("{:?}", config.bridges)
+        };
+        assert_eq!(gcal.kind, BridgeKind::GoogleCalendar);
+        assert_eq!(bridge_record_type(gcal.kind), "calendar_event");
+        let google = gcal.google.as_ref().unwrap();
+        assert_eq!(google.calendar_id, "primary");
+        assert_eq!(google.client_id, "client-1");
+        assert_eq!(google.client_secret.expose(), "s3cr3t-value");
+        assert_eq!(google.refresh_token.expose(), "r3fr3sh-value");
+        assert_eq!(google.api_base, "http://127.0.0.1:9/calendar/v3/");
+        assert_eq!(google.token_url, GOOGLE_TOKEN_URL);
+        // Secrets never show in debug output (logs, panics).
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("r3fr3sh"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_google_calendar_entries_name_the_entry_and_key() {
+        let base = [
+            ("calendar_id", "\"primary\""),
+            ("client_id", "\"c\""),
+            ("client_secret_env", "\"G_SECRET\""),
+            ("refresh_token_env", "\"G_REFRESH\""),
+        ];
+        let entry = |skip: &str, extra: &str| {
+            let mut text = "[[bridges]]\nid = \"g\"\nkind = \"google_calendar\"\n".to_owned();
+            for (k, v) in base {
+                if k != skip {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            text.push_str(extra);
+            text
+        };
+        let env = |name: &str| (name == "G_SECRET" || name == "G_REFRESH").then(|| "x".to_owned());
+        let cases = [
+            (entry("calendar_id", ""), "calendar_id"),
+            (entry("client_id", ""), "client_id"),
+            (entry("client_secret_env", ""), "client_secret_env"),
+            (entry("refresh_token_env", ""), "refresh_token_env"),
+            (
+                entry("refresh_token_env", "refresh_token_env = \"UNSET\"\n"),
+                "refresh_token_env",
+            ),
+            (entry("", "api_base = \"ftp://x/\"\n"), "api_base"),
+            (entry("", "token_url = 7\n"), "token_url"),
+            (entry("", "url = \"http://h/\"\n"), "url"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml_str_env(&text, &env).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Bridge { index: 0, key: k, .. } if k == key),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains("`g`") || msg.contains("\"g\""), "{msg}");
             assert!(msg.contains(&format!("`{key}`")), "{msg}");
         }
     }

@@ -45,15 +45,13 @@ pub fn bridge_config(
         url,
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
+        google: None,
     }
 }
 
 /// The same entry as `config.toml` text, for the real binary.
 pub fn bridge_toml(config: &BridgeConfig) -> String {
-    let kind = match config.kind {
-        BridgeKind::CalDav => "caldav",
-        BridgeKind::CardDav => "carddav",
-    };
+    let kind = config.kind.as_str();
     format!(
         "[[bridges]]\nid = \"{}\"\nkind = \"{kind}\"\nworkspace = \"{}\"\nurl = \"{}\"\n\
          username = \"{USER}\"\npassword = \"{PASSWORD}\"\npoll_interval = \"{}s\"\n\

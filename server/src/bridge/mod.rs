@@ -1,21 +1,23 @@
-//! Provider bridges (CalDAV / CardDAV): one task per `[[bridges]]` entry keeps a collection and
-//! the bridge's workspace in step.
+//! Provider bridges (CalDAV / CardDAV / Google Calendar): one task per `[[bridges]]` entry keeps
+//! a provider's records and the bridge's workspace in step. What is provider-specific (listing
+//! changes, fetching, translating, writing under a precondition) is behind [`provider::Provider`]
+//! (`dav`, `google`); everything below is written once here.
 //!
 //! A round is pull then push:
-//! - **Pull**: sync-collection from the stored token (a rejected token means a full listing that
-//!   merges with the link table), multiget what changed, translate, and let
-//!   `driftless_bridges::sync` decide creates / updates / relinks / removals. A record's change is
-//!   written into its document as ONE Automerge change with this process's bridge actor, computed
-//!   against the shadow (only the fields the provider changed) at the shadow's heads, and sent
-//!   through the engine (`HostInput::LocalChange`). Only once the engine reports it durable is the
-//!   shadow stored; the sync token moves last, so a crash replays the page.
+//! - **Pull**: the provider's changes since the stored cursor (a rejected cursor means a full
+//!   listing that merges with the link table), translated, and `driftless_bridges::sync` decides
+//!   creates / updates / relinks / removals. A record's change is written into its document as
+//!   ONE Automerge change with this process's bridge actor, computed against the shadow (only the
+//!   fields the provider changed) at the shadow's heads, and sent through the engine
+//!   (`HostInput::LocalChange`). Only once the engine reports it durable is the shadow stored; the
+//!   cursor moves last, so a crash replays the page.
 //! - **Push** (the transactional outbox): the engine's `change_log` is appended in the same redb
 //!   transaction as every document change, so it is the job queue. Each bridge reads it from its
-//!   own cursor, diffs every linked document against its shadow by rendering it onto the stored raw
-//!   resource, and writes only when the bytes differ: `If-Match` on update, `If-None-Match: *` on
-//!   create (at an href derived from the document id, so a retried create meets a 412 and adopts
-//!   its own earlier write), `DELETE` for tombstones. A 412 re-fetches, merges the provider's
-//!   change into the document and retries. The cursor moves only after its jobs are done.
+//!   own cursor and has the provider render every linked document onto the shadow's raw resource,
+//!   writing only when it differs: under the shadow's etag on update, at an id derived from the
+//!   document id on create (so a retried create adopts its own earlier write), a delete for
+//!   tombstones. A failed precondition brings the provider's copy, which is merged into the
+//!   document before the write is retried. The cursor moves only after its jobs are done.
 //! - A job the provider refuses for that record alone (a 4xx, 507, a document that cannot be
 //!   rendered) becomes a **failed job** (`store`, keyed by bridge and document): the cursor moves
 //!   on, the other records go through, and the failed one is retried with its own exponential
@@ -35,10 +37,13 @@
 //! exponentially with jitter and honour `Retry-After`; no job is lost.
 //! Must not: write a document except through the engine, or hold bridge state outside `store`.
 
+mod dav;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+mod google;
 mod merges;
 pub mod policy;
+pub mod provider;
 pub mod record;
 pub mod store;
 pub mod translate;
@@ -48,29 +53,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use automerge::{ActorId, AutoCommit, ChangeHash};
-use driftless_bridges::dav::client::{
-    DavClient, DavClientConfig, DeleteOutcome, FetchError, HttpError, Precondition, PutOutcome,
-    SyncError, SyncOutcome, WriteError,
-};
-use driftless_bridges::dav::wire::{CollectionKind, Fetched};
-use driftless_bridges::sync::{
-    self, FailureScope, FetchedMember, JobRetry, Known, Listed, Removal,
-};
+use driftless_bridges::sync::{self, FetchedMember, JobRetry, Known, Removal};
 use driftless_client_protocol::DocumentId;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{BridgeConfig, BridgeKind, Policy};
+use crate::config::{BridgeConfig, Policy};
 use crate::host::HostInput;
 use crate::storage::Storage;
 use policy::Policies;
+use provider::{DeleteOutcome, Provider, Resource, WriteOutcome};
 use record::Record;
 use store::{BridgeStore, FailedJob, LinkOp, Shadow};
 
-/// Most hrefs in one multiget.
-const MULTIGET_BATCH: usize = 100;
 /// Change-log entries read per outbox step.
 const OUTBOX_BATCH: usize = 256;
 /// Retries of a write that keeps meeting 412.
@@ -97,6 +94,39 @@ pub enum BridgeError {
     },
     #[error("bridge {bridge}: {what}")]
     Local { bridge: String, what: String },
+}
+
+impl BridgeError {
+    pub fn provider(
+        bridge: &str,
+        what: impl std::fmt::Display,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self::Provider {
+            bridge: bridge.to_owned(),
+            what: what.to_string(),
+            retry_after,
+        }
+    }
+
+    pub fn record(
+        bridge: &str,
+        what: impl std::fmt::Display,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self::Record {
+            bridge: bridge.to_owned(),
+            what: what.to_string(),
+            retry_after,
+        }
+    }
+
+    pub fn local(bridge: &str, what: impl std::fmt::Display) -> Self {
+        Self::Local {
+            bridge: bridge.to_owned(),
+            what: what.to_string(),
+        }
+    }
 }
 
 /// What `GET /v1/bridges` shows of one bridge.
@@ -211,15 +241,7 @@ impl Bridges {
         let mut handles = BTreeMap::new();
         let mut tasks = Vec::new();
         for config in configs {
-            let kind = match config.kind {
-                BridgeKind::CalDav => CollectionKind::Calendar,
-                BridgeKind::CardDav => CollectionKind::AddressBook,
-            };
-            let mut dav = DavClientConfig::new(config.url.clone(), kind);
-            dav.username = config.username.clone();
-            dav.password = config.password.clone();
-            let client =
-                DavClient::new(dav).map_err(|e| anyhow::anyhow!("bridge {}: {e}", config.id))?;
+            let provider = Provider::new(config)?;
             // A fresh actor per process start: never reused after a crash.
             let actor = ActorId::random();
             store.register_actor(actor.to_bytes(), &config.id)?;
@@ -230,7 +252,7 @@ impl Bridges {
             let (commands, commands_rx) = mpsc::channel(16);
             let runner = Runner {
                 config: config.clone(),
-                client,
+                provider,
                 store: store.clone(),
                 net_tx: net_tx.clone(),
                 actor,
@@ -358,7 +380,7 @@ impl Bridges {
 
 struct Runner {
     config: BridgeConfig,
-    client: DavClient,
+    provider: Provider,
     store: BridgeStore,
     net_tx: mpsc::Sender<HostInput>,
     actor: ActorId,
@@ -372,18 +394,7 @@ impl Runner {
     }
 
     fn local(&self, what: impl std::fmt::Display) -> BridgeError {
-        BridgeError::Local {
-            bridge: self.config.id.clone(),
-            what: what.to_string(),
-        }
-    }
-
-    fn provider(&self, what: impl std::fmt::Display, retry_after: Option<Duration>) -> BridgeError {
-        BridgeError::Provider {
-            bridge: self.config.id.clone(),
-            what: what.to_string(),
-            retry_after,
-        }
+        BridgeError::local(self.id(), what)
     }
 
     fn record_err(
@@ -391,50 +402,7 @@ impl Runner {
         what: impl std::fmt::Display,
         retry_after: Option<Duration>,
     ) -> BridgeError {
-        BridgeError::Record {
-            bridge: self.config.id.clone(),
-            what: what.to_string(),
-            retry_after,
-        }
-    }
-
-    /// A failed request, as the whole provider's failure or this record's
-    /// ([`sync::failure_scope`]).
-    fn http(&self, context: &str, e: &HttpError) -> BridgeError {
-        let what = format!("{context}: {e}");
-        match e {
-            HttpError::Transport { .. } => self.provider(what, None),
-            HttpError::RateLimited { retry_after, .. } => self.provider(what, *retry_after),
-            HttpError::Status {
-                status,
-                retry_after,
-                ..
-            } => match sync::failure_scope(status.as_u16()) {
-                FailureScope::Provider => self.provider(what, *retry_after),
-                FailureScope::Record => self.record_err(what, *retry_after),
-            },
-            HttpError::BadEtag { .. } | HttpError::BadHref { .. } => self.record_err(what, None),
-        }
-    }
-
-    fn sync_err(&self, e: SyncError) -> BridgeError {
-        match e {
-            SyncError::Http(h) => self.http("sync-collection", &h),
-            SyncError::Parse(p) => self.provider(format!("sync-collection: {p}"), None),
-        }
-    }
-
-    fn fetch_err(&self, href: &str, e: FetchError) -> BridgeError {
-        match e {
-            FetchError::Http(h) => self.http(&format!("fetching {href}"), &h),
-            FetchError::Parse(p) => self.record_err(format!("fetching {href}: {p}"), None),
-        }
-    }
-
-    fn write_err(&self, href: &str, e: WriteError) -> BridgeError {
-        match e {
-            WriteError::Http(h) => self.http(&format!("writing {href}"), &h),
-        }
+        BridgeError::record(self.id(), what, retry_after)
     }
 
     async fn run(self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
@@ -662,52 +630,12 @@ impl Runner {
         let id = self.id().to_owned();
         let links = self.store.links(&id).map_err(|e| self.local(e))?;
         let token = self.store.sync_token(&id).map_err(|e| self.local(e))?;
-        let mut complete = token.is_none();
-        let mut outcome = self
-            .client
-            .sync_collection(token.as_deref())
-            .await
-            .map_err(|e| self.sync_err(e))?;
-        if outcome == SyncOutcome::TokenInvalid {
-            warn!(bridge = %id, "sync token rejected by the provider; full resync merging with the link table");
-            complete = true;
-            outcome = self
-                .client
-                .sync_collection(None)
-                .await
-                .map_err(|e| self.sync_err(e))?;
+        let changes = self.provider.changes(token.as_deref(), &links).await?;
+        for (record, problem) in &changes.problems {
+            warn!(bridge = %id, record = %record, error = %problem, "provider record not understood; skipped until it changes");
+            lock(&self.shared).last_error = Some(format!("bridge {id}: {record}: {problem}"));
         }
-        let mut listed: BTreeMap<String, Option<String>> = BTreeMap::new();
-        let mut removed: Vec<String> = Vec::new();
-        let new_token;
-        loop {
-            let SyncOutcome::Page(page) = outcome else {
-                return Err(self.provider("sync-collection rejected a full listing's token", None));
-            };
-            for m in page.changed {
-                let href = self.normalize_href(&m.href);
-                removed.retain(|h| h != &href);
-                listed.insert(href, m.etag);
-            }
-            for h in page.removed {
-                let href = self.normalize_href(&h);
-                listed.remove(&href);
-                removed.push(href);
-            }
-            if !page.truncated {
-                new_token = page.sync_token;
-                break;
-            }
-            outcome = self
-                .client
-                .sync_collection(Some(&page.sync_token))
-                .await
-                .map_err(|e| self.sync_err(e))?;
-        }
-        let listed: Vec<Listed> = listed
-            .into_iter()
-            .map(|(href, etag)| Listed { href, etag })
-            .collect();
+        let (listed, removed, complete) = (&changes.listed, &changes.removed, changes.complete);
         let known: Vec<Known> = links
             .iter()
             .map(|(href, s)| Known {
@@ -718,32 +646,25 @@ impl Runner {
             })
             .collect();
 
-        // Fetch what changed.
-        let wanted = sync::to_fetch(&known, &listed);
+        // Translate what changed.
         let mut bodies: BTreeMap<String, (Option<String>, String, Record)> = BTreeMap::new();
-        for batch in wanted.chunks(MULTIGET_BATCH) {
-            let fetched = self
-                .client
-                .multiget(batch)
-                .await
-                .map_err(|e| self.fetch_err("multiget", e))?;
-            for f in fetched {
-                let Fetched::Found { href, etag, body } = f else {
-                    continue; // deleted since listed: the next page reports it
-                };
-                let href = self.normalize_href(&href);
-                let existing = match links.get(&href) {
-                    Some(s) => Some(self.shadow_record(s)?),
-                    None => None,
-                };
-                match Record::from_raw(self.config.kind, &body, existing.as_ref()) {
-                    Ok(record) => {
-                        bodies.insert(href, (etag, body, record.provider_view()));
-                    }
-                    Err(e) => {
-                        warn!(bridge = %id, %href, error = %e, "provider resource not understood; skipped until it changes");
-                        lock(&self.shared).last_error = Some(format!("bridge {id}: {href}: {e}"));
-                    }
+        for Resource {
+            id: href,
+            etag,
+            raw,
+        } in changes.changed
+        {
+            let existing = match links.get(&href) {
+                Some(s) => Some(self.shadow_record(s)?),
+                None => None,
+            };
+            match self.provider.translate(&raw, existing.as_ref()) {
+                Ok(record) => {
+                    bodies.insert(href, (etag, raw, record.provider_view()));
+                }
+                Err(e) => {
+                    warn!(bridge = %id, %href, error = %e, "provider resource not understood; skipped until it changes");
+                    lock(&self.shared).last_error = Some(format!("bridge {id}: {href}: {e}"));
                 }
             }
         }
@@ -751,10 +672,10 @@ impl Runner {
             .iter()
             .map(|(href, (_, body, _))| FetchedMember {
                 href: href.clone(),
-                uid: translate::resource_uid(body),
+                uid: self.provider.uid(body),
             })
             .collect();
-        let plan = sync::plan_pull(&known, &listed, &fetched, &removed, complete);
+        let plan = sync::plan_pull(&known, listed, &fetched, removed, complete);
 
         for href in &plan.creates {
             if let Some((etag, body, record)) = bodies.get(href) {
@@ -810,17 +731,9 @@ impl Runner {
             report.deleted += 1;
         }
         self.store
-            .commit(&id, &[], Some(Some(&new_token)), None)
+            .commit(&id, &[], Some(Some(&changes.next_token)), None)
             .map_err(|e| self.local(e))?;
         Ok(())
-    }
-
-    /// Hrefs as the link table keys them: the path (servers answer with paths or full URLs).
-    fn normalize_href(&self, href: &str) -> String {
-        match self.client.resolve(href) {
-            Ok(url) => url.path().to_owned(),
-            Err(_) => href.to_owned(),
-        }
     }
 
     /// A test-armed fault point ([`failpoints`]): fails the round here as a crash would.
@@ -851,7 +764,7 @@ impl Runner {
             raw: body.to_owned(),
             canonical: record.to_json(),
             heads: hash.iter().map(ToString::to_string).collect(),
-            uid: translate::resource_uid(body),
+            uid: self.provider.uid(body),
         };
         self.store
             .begin_import(self.id(), href, &shadow)
@@ -1012,7 +925,7 @@ impl Runner {
                 raw: body.to_owned(),
                 canonical: record.to_json(),
                 heads: heads.iter().map(ToString::to_string).collect(),
-                uid: translate::resource_uid(body),
+                uid: self.provider.uid(body),
             }),
         });
         self.store
@@ -1211,7 +1124,7 @@ impl Runner {
             return Ok(()); // not (or no longer) linked here
         };
         if record.deleted() {
-            return self.push_delete(&link.id, shadow, report).await;
+            return self.push_delete(doc_id, &link.id, shadow, report).await;
         }
         self.push_update(doc_id, &link.id, shadow.clone(), report)
             .await
@@ -1227,24 +1140,10 @@ impl Runner {
         )
     }
 
-    fn extension(&self) -> &'static str {
-        match self.config.kind {
-            BridgeKind::CalDav => "ics",
-            BridgeKind::CardDav => "vcf",
-        }
-    }
-
-    /// `href` is where this bridge creates a document of its workspace that still waits for
-    /// its create here (its link has an empty id): see [`Runner::create_href`].
-    fn is_own_pending_create(&self, href: &str) -> Result<bool, BridgeError> {
-        let Some(doc_id) = href
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.strip_suffix(self.extension()))
-            .and_then(|stem| stem.strip_suffix('.'))
-            .and_then(|stem| stem.parse::<DocumentId>().ok())
-            .filter(|doc_id| self.create_href(doc_id) == href)
-        else {
+    /// `id` is where this bridge creates a document of its workspace that still waits for
+    /// its create here (its link has an empty id): see [`Provider::created_document`].
+    fn is_own_pending_create(&self, id: &str) -> Result<bool, BridgeError> {
+        let Some(doc_id) = self.provider.created_document(id) else {
             return Ok(false);
         };
         let Some(am) = self.load(&doc_id)? else {
@@ -1258,16 +1157,6 @@ impl Runner {
         }))
     }
 
-    /// Where document `doc_id` is created. Derived from the document id, so a retried create
-    /// finds its own earlier write (412) and a pull recognises it.
-    fn create_href(&self, doc_id: &DocumentId) -> String {
-        format!(
-            "{}{doc_id}.{}",
-            self.client.collection_url().path(),
-            self.extension()
-        )
-    }
-
     async fn push_create(
         &self,
         doc_id: &DocumentId,
@@ -1275,38 +1164,21 @@ impl Runner {
         heads: &[ChangeHash],
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
-        let href = self.create_href(doc_id);
-        let uid = record.uid().unwrap_or_else(|| doc_id.to_string());
         let view = record.provider_view();
-        let body = view
-            .to_raw(None, &uid)
-            .map_err(|e| self.record_err(format!("rendering a new {href}: {e}"), None))?;
-        let outcome = self
-            .client
-            .put(&href, &body, Precondition::IfNoneMatch)
-            .await
-            .map_err(|e| self.write_err(&href, e))?;
-        let (etag, raw) = match outcome {
-            PutOutcome::Written { etag: Some(etag) } => (Some(etag), body),
-            PutOutcome::Written { etag: None } | PutOutcome::PreconditionFailed => {
-                let res = self
-                    .client
-                    .get(&href)
-                    .await
-                    .map_err(|e| self.fetch_err(&href, e))?
-                    .ok_or_else(|| {
-                        self.record_err(format!("{href} vanished right after its create"), None)
-                    })?;
-                (res.etag, res.body)
-            }
-        };
-        let canonical = Record::from_raw(self.config.kind, &raw, Some(&view))
+        let Resource {
+            id: href,
+            etag,
+            raw,
+        } = self.provider.create(doc_id, record).await?;
+        let canonical = self
+            .provider
+            .translate(&raw, Some(&view))
             .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
             .provider_view();
         let shadow = Shadow {
             doc: doc_id.to_string(),
             etag,
-            uid: translate::resource_uid(&raw),
+            uid: self.provider.uid(&raw),
             raw,
             canonical: canonical.to_json(),
             heads: heads.iter().map(ToString::to_string).collect(),
@@ -1355,48 +1227,18 @@ impl Runner {
             let record = Record::read(self.config.kind, &am)
                 .map_err(|e| self.record_err(format!("document is not readable: {e}"), None))?;
             if record.deleted() {
-                return self.push_delete(href, &shadow, report).await;
+                return self.push_delete(doc_id, href, &shadow, report).await;
             }
             let heads = am.get_heads();
-            let uid = record.uid().unwrap_or_else(|| doc_id.to_string());
-            let body = record
-                .provider_view()
-                .to_raw(Some(&shadow.raw), &uid)
-                .map_err(|e| self.record_err(format!("rendering onto {href}: {e}"), None))?;
-            if body == shadow.raw {
-                return Ok(()); // nothing the provider does not have
-            }
-            let precondition = match &shadow.etag {
-                Some(etag) => Precondition::IfMatch(etag),
-                None => Precondition::IfNoneMatch,
-            };
-            let outcome = self
-                .client
-                .put(href, &body, precondition)
-                .await
-                .map_err(|e| self.write_err(href, e))?;
-            match outcome {
-                PutOutcome::Written { etag } => {
-                    let (etag, raw) = match etag {
-                        Some(e) => (Some(e), body),
-                        None => match self
-                            .client
-                            .get(href)
-                            .await
-                            .map_err(|e| self.fetch_err(href, e))?
-                        {
-                            Some(res) => (res.etag, res.body),
-                            None => (None, body),
-                        },
-                    };
-                    let canonical = Record::from_raw(
-                        self.config.kind,
-                        &raw,
-                        Some(&self.shadow_record(&shadow)?),
-                    )
-                    .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
-                    .provider_view();
-                    shadow.uid = translate::resource_uid(&raw);
+            match self.provider.update(doc_id, href, &record, &shadow).await? {
+                WriteOutcome::Unchanged => return Ok(()), // nothing the provider does not have
+                WriteOutcome::Written(Resource { etag, raw, .. }) => {
+                    let canonical = self
+                        .provider
+                        .translate(&raw, Some(&self.shadow_record(&shadow)?))
+                        .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
+                        .provider_view();
+                    shadow.uid = self.provider.uid(&raw);
                     shadow.etag = etag;
                     shadow.raw = raw;
                     shadow.canonical = canonical.to_json();
@@ -1415,23 +1257,20 @@ impl Runner {
                     report.pushed += 1;
                     return Ok(());
                 }
-                PutOutcome::PreconditionFailed => {
+                WriteOutcome::Stale(fresh) => {
                     // The provider changed meanwhile: merge its change, then retry.
                     info!(bridge = %self.id(), %href, doc = %doc_id, "412 on write; merging the provider's change and retrying");
-                    let Some(res) = self
-                        .client
-                        .get(href)
-                        .await
-                        .map_err(|e| self.fetch_err(href, e))?
-                    else {
+                    let Some(res) = fresh else {
                         return Ok(()); // deleted there: the next pull sees it
                     };
                     let old = self.shadow_record(&shadow)?;
-                    let theirs = Record::from_raw(self.config.kind, &res.body, Some(&old))
+                    let theirs = self
+                        .provider
+                        .translate(&res.raw, Some(&old))
                         .map_err(|e| self.record_err(format!("{href}: {e}"), None))?
                         .provider_view();
                     report.conflicts += self
-                        .import_change(href, href, &shadow, res.etag.clone(), &res.body, &theirs)
+                        .import_change(href, href, &shadow, res.etag.clone(), &res.raw, &theirs)
                         .await?;
                     report.pulled += 1;
                     let links = self.store.links(self.id()).map_err(|e| self.local(e))?;
@@ -1450,19 +1289,15 @@ impl Runner {
 
     async fn push_delete(
         &self,
+        doc_id: &DocumentId,
         href: &str,
         shadow: &Shadow,
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
-        let mut etag = shadow.etag.clone();
+        let mut current = shadow.clone();
         for _ in 0..MAX_412_RETRIES {
-            match self
-                .client
-                .delete(href, etag.as_deref())
-                .await
-                .map_err(|e| self.write_err(href, e))?
-            {
-                DeleteOutcome::Deleted | DeleteOutcome::NotFound => {
+            match self.provider.delete(doc_id, href, &current).await? {
+                DeleteOutcome::Deleted => {
                     self.store
                         .commit(
                             self.id(),
@@ -1478,14 +1313,13 @@ impl Runner {
                     return Ok(());
                 }
                 // Changed there meanwhile; the app's delete still wins.
-                DeleteOutcome::PreconditionFailed => {
-                    etag = self
-                        .client
-                        .get(href)
-                        .await
-                        .map_err(|e| self.fetch_err(href, e))?
-                        .and_then(|r| r.etag);
-                }
+                DeleteOutcome::Stale(fresh) => match fresh {
+                    Some(res) => {
+                        current.etag = res.etag;
+                        current.raw = res.raw;
+                    }
+                    None => current.etag = None,
+                },
             }
         }
         Err(self.record_err(

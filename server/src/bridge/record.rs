@@ -1,6 +1,7 @@
-//! The canonical record of a bridge's kind (event for CalDAV, contact for CardDAV) behind one type,
-//! so the runner is written once: read from a document, translate from and to a provider resource,
-//! create, and commit a field-level difference at the shadow's heads.
+//! The canonical record of a bridge's kind (event for CalDAV and Google, contact for CardDAV)
+//! behind one type, so the runner is written once: read from a document, create, and commit a
+//! field-level difference at the shadow's heads (translation from and to a provider's resources
+//! is the provider's, see `provider`).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,6 @@ use driftless_crdt_model::{
     commit_event_diff_at, create_contact, create_event, read_contact, read_event,
 };
 
-use super::translate;
 use crate::config::BridgeKind;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,43 +23,16 @@ pub enum Record {
 impl Record {
     pub fn read<D: ReadDoc>(kind: BridgeKind, doc: &D) -> Result<Self, ReadError> {
         Ok(match kind {
-            BridgeKind::CalDav => Self::Event(Box::new(read_event(doc)?)),
+            BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
+                Self::Event(Box::new(read_event(doc)?))
+            }
             BridgeKind::CardDav => Self::Contact(Box::new(read_contact(doc)?)),
         })
     }
 
     /// The record type a bridge of `kind` syncs.
     pub fn type_name(kind: BridgeKind) -> &'static str {
-        match kind {
-            BridgeKind::CalDav => driftless_crdt_model::CALENDAR_EVENT,
-            BridgeKind::CardDav => driftless_crdt_model::CONTACT,
-        }
-    }
-
-    /// Translates a provider resource (`existing`: the shadow, for stable contact slots).
-    pub fn from_raw(
-        kind: BridgeKind,
-        raw: &str,
-        existing: Option<&Record>,
-    ) -> Result<Self, String> {
-        Ok(match kind {
-            BridgeKind::CalDav => Self::Event(Box::new(translate::event_from_ical(raw)?)),
-            BridgeKind::CardDav => {
-                let existing = match existing {
-                    Some(Record::Contact(c)) => Some(c.as_ref()),
-                    _ => None,
-                };
-                Self::Contact(Box::new(translate::contact_from_vcard(raw, existing)?))
-            }
-        })
-    }
-
-    /// The resource for this record: `base` edited (only what differs), or a new one with `uid`.
-    pub fn to_raw(&self, base: Option<&str>, uid: &str) -> Result<String, String> {
-        match self {
-            Self::Event(e) => translate::event_to_ical(base, e, uid),
-            Self::Contact(c) => translate::contact_to_vcard(base, c, uid),
-        }
+        crate::config::bridge_record_type(kind)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -75,7 +48,9 @@ impl Record {
         value: serde_json::Value,
     ) -> Result<Self, serde_json::Error> {
         Ok(match kind {
-            BridgeKind::CalDav => Self::Event(Box::new(serde_json::from_value(value)?)),
+            BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
+                Self::Event(Box::new(serde_json::from_value(value)?))
+            }
             BridgeKind::CardDav => Self::Contact(Box::new(serde_json::from_value(value)?)),
         })
     }
