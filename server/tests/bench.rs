@@ -176,3 +176,51 @@ async fn a_silent_server_times_out() {
     assert_eq!(result["ok"], Value::Bool(false), "{result}");
     hold.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s6_idle_connections_stay_open_and_are_measured() {
+    // Pings every 200 ms, so the idle second sees several that the clients must answer.
+    let config = Config {
+        ping_interval: Duration::from_millis(200),
+        ..Config::default()
+    };
+    with_server_config(config, |url| async move {
+        let args = BenchArgs {
+            connections: 60,
+            idle_s: 1,
+            // Two source addresses, as the full runs spread over several.
+            source_addrs: "127.0.0.1,127.0.0.2".into(),
+            connect_parallel: 20,
+            phase_timeout_s: 60,
+            server_pid: Some(std::process::id()),
+            ..BenchArgs::new(url, Scenario::S6)
+        };
+        let result = bench::run(&args).await;
+        assert_eq!(result["ok"], Value::Bool(true), "{result}");
+        assert_eq!(result["scenario"], "s6");
+        assert_eq!(number(&result, "connections"), 60.0);
+        assert_eq!(number(&result, "closed_while_idle"), 0.0);
+        assert!(number(&result, "connections_per_s") > 0.0, "{result}");
+        assert!(
+            number(&result, "server_rss_connected_kib") > 0.0,
+            "{result}"
+        );
+        assert!(number(&result, "idle_cpu_percent") >= 0.0, "{result}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn s6_refuses_a_bad_source_address() {
+    let args = BenchArgs {
+        connections: 1,
+        source_addrs: "not-an-ip".into(),
+        ..BenchArgs::new("ws://127.0.0.1:1", Scenario::S6)
+    };
+    let result = bench::run(&args).await;
+    assert_eq!(result["ok"], Value::Bool(false));
+    assert!(
+        result["error"].as_str().unwrap().contains("--source-addrs"),
+        "{result}"
+    );
+}

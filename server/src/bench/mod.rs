@@ -9,6 +9,8 @@
 //!   at a time (the next one once every reader holds the previous one and at least
 //!   `--edit-interval-ms` after it) and each edit's latency is the time from the writer's commit to
 //!   the last reader having applied a sync message that brought the edit.
+//! - **S6** idle connections: N connections each holding one synced document, left idle; memory
+//!   per connection and idle CPU of the server (see `s6`).
 //!
 //! Each run prints one JSON object on stdout (`"ok": true|false`, and `"error"` on failure); a
 //! phase that makes no progress within `--phase-timeout-s` fails the run instead of hanging it.
@@ -18,6 +20,7 @@ pub mod client;
 pub mod flood;
 pub mod s1;
 pub mod s2;
+pub mod s6;
 
 use std::time::Duration;
 
@@ -33,6 +36,8 @@ pub enum Scenario {
     S2,
     /// S2's edit loop as a control client while flooders and idle sockets load the server.
     Flood,
+    /// Idle connections: memory per connection and idle CPU.
+    S6,
 }
 
 /// Command-line options of `driftless bench`.
@@ -75,6 +80,18 @@ pub struct BenchArgs {
     /// Flood: sockets that complete the WebSocket handshake and never send `join`.
     #[arg(long, default_value_t = 100)]
     pub idle: usize,
+    /// S6: connections opened (each joins and syncs one small document), then left idle.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// S6: how long the connections stay idle while the server's CPU is measured.
+    #[arg(long, default_value_t = 120)]
+    pub idle_s: u64,
+    /// S6: comma-separated loopback source addresses the connections are spread over.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source_addrs: String,
+    /// S6: connections being opened at once.
+    #[arg(long, default_value_t = 100)]
+    pub connect_parallel: usize,
     /// A phase that has not finished after this many seconds fails the run.
     #[arg(long, default_value_t = 120)]
     pub phase_timeout_s: u64,
@@ -99,6 +116,10 @@ impl BenchArgs {
             edit_interval_ms: 20,
             flooders: 8,
             idle: 100,
+            connections: 10_000,
+            idle_s: 120,
+            source_addrs: "127.0.0.1".into(),
+            connect_parallel: 100,
             phase_timeout_s: 120,
             server_pid: None,
         }
@@ -135,6 +156,10 @@ pub async fn run(args: &BenchArgs) -> Value {
             out.insert("flooders".into(), json!(args.flooders));
             out.insert("idle".into(), json!(args.idle));
             flood::run(args, &mut out).await
+        }
+        Scenario::S6 => {
+            out.insert("scenario".into(), json!("s6"));
+            s6::run(args, &mut out).await
         }
     };
     match outcome {
