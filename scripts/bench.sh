@@ -17,6 +17,10 @@
 #                     FLOODERS=8 flooding connections, FLOOD_IDLE=100 sockets that never join,
 #                     FLOOD_EDITS=100 edits; the server runs with
 #                     `[limits] messages_per_second = FLOOD_RATE` (default 200), burst the same
+#   S6=0              1: also run S6 (idle connections, issue #9) for every server: S6_CONNECTIONS
+#                     ("10000 15000") connections, each holding one synced doc, spread over
+#                     S6_SOURCES (loopback source addresses), idle S6_IDLE=120 s; driftless runs with
+#                     connection caps raised to 20000 (its defaults allow 256 per IP)
 #   TIMEOUT=120       per-phase timeout of the load generator, seconds
 #   SERVERS="driftless driftless-none node-ref samod-ref"
 #   SCRATCH=/tmp/driftless-bench   where the peers are copied and built, and data dirs live
@@ -40,13 +44,18 @@ FLOODERS=${FLOODERS:-8}
 FLOOD_IDLE=${FLOOD_IDLE:-100}
 FLOOD_EDITS=${FLOOD_EDITS:-100}
 FLOOD_RATE=${FLOOD_RATE:-200}
+S6=${S6:-0}
+S6_CONNECTIONS=${S6_CONNECTIONS:-"10000 15000"}
+S6_IDLE=${S6_IDLE:-120}
+S6_SOURCES=${S6_SOURCES:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4}
 SCRATCH=${SCRATCH:-/tmp/driftless-bench}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
-COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 FLOOD=$FLOOD SERVERS=\"$SERVERS\" scripts/bench.sh"
+COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
+[ "$S6" = 1 ] && COMMAND="S6_CONNECTIONS=\"$S6_CONNECTIONS\" S6_IDLE=$S6_IDLE $COMMAND"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
 mkdir -p "$SCRATCH"
@@ -63,6 +72,9 @@ printf '[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' "$FLOOD_RATE" 
     >"$SCRATCH/flood.toml"
 printf 'durability = "none"\n[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' \
     "$FLOOD_RATE" "$FLOOD_RATE" >"$SCRATCH/flood-none.toml"
+S6_LIMITS='[limits]\nmax_connections_per_ip = 20000\nmax_connections_per_workspace = 20000\n'
+printf "$S6_LIMITS" >"$SCRATCH/s6.toml"
+printf "durability = \"none\"\n$S6_LIMITS" >"$SCRATCH/s6-none.toml"
 
 for s in $SERVERS; do
     case $s in
@@ -97,12 +109,14 @@ start_server() { # server datadir port [scenario]
     case $s in
     driftless)
         [ "$scenario" = flood ] && cfg=(--config "$SCRATCH/flood.toml")
+        [ "$scenario" = s6 ] && cfg=(--config "$SCRATCH/s6.toml")
         taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
             "${cfg[@]}" >"$dir/server.log" 2>&1 &
         ;;
     driftless-none)
         cfg=(--config "$SCRATCH/durability-none.toml")
         [ "$scenario" = flood ] && cfg=(--config "$SCRATCH/flood-none.toml")
+        [ "$scenario" = s6 ] && cfg=(--config "$SCRATCH/s6-none.toml")
         taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
             "${cfg[@]}" >"$dir/server.log" 2>&1 &
         ;;
@@ -158,6 +172,7 @@ run_one() { # rep server scenario readers-or-docs
     local tag="$scenario"
     [ "$scenario" = s2 ] && tag="s2-$readers"
     [ "$scenario" = s1-small ] && tag="s1-small"
+    [ "$scenario" = s6 ] && tag="s6-$readers"
     log "rep $rep: $s $tag (port $PORT)"
     if ! start_server "$s" "$dir" "$PORT" "$scenario"; then
         local err
@@ -175,6 +190,8 @@ run_one() { # rep server scenario readers-or-docs
         args+=(--scenario s1 --docs "$DOCS")
     elif [ "$scenario" = s1-small ]; then
         args+=(--scenario s1 --docs "$SMALL_DOCS")
+    elif [ "$scenario" = s6 ]; then
+        args+=(--scenario s6 --connections "$readers" --idle-s "$S6_IDLE" --source-addrs "$S6_SOURCES")
     elif [ "$scenario" = flood ]; then
         args+=(--scenario flood --readers "$FLOOD_READERS" --edits "$FLOOD_EDITS"
             --flooders "$FLOODERS" --idle "$FLOOD_IDLE")
@@ -182,7 +199,7 @@ run_one() { # rep server scenario readers-or-docs
         args+=(--scenario s2 --readers "$readers" --edits "$EDITS")
     fi
     local line
-    line=$(timeout $((TIMEOUT * 4 + 60)) taskset -c "$BENCH_CPU" "$BIN" bench "${args[@]}" 2>"$dir/bench.err" | tail -n 1) || true
+    line=$(timeout $((TIMEOUT * 4 + 60 + S6_IDLE)) taskset -c "$BENCH_CPU" "$BIN" bench "${args[@]}" 2>"$dir/bench.err" | tail -n 1) || true
     if [ -z "$line" ]; then
         line="{\"ok\":false,\"error\":\"load generator produced no result: $(tail -c 300 "$dir/bench.err" | tr '\n"\\' "  /")\"}"
     fi
@@ -214,6 +231,11 @@ for rep in $(seq 1 "$REPS"); do
         done
         if [ "$FLOOD" = 1 ] && [ "${s#driftless}" != "$s" ]; then
             run_one "$rep" "$s" flood "$FLOOD_READERS"
+        fi
+        if [ "$S6" = 1 ]; then
+            for c in $S6_CONNECTIONS; do
+                run_one "$rep" "$s" s6 "$c"
+            done
         fi
     done
 done

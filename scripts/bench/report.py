@@ -157,6 +157,32 @@ def main():
                 w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {ack} | {fetch} | {cpu} | "
                   f"{cpu_doc} | {hwm} | {growth} |")
             w("")
+        elif case.startswith("s6-"):
+            w(f"## S6: {int(case.split('-', 1)[1]):,} idle connections (issue #9)")
+            w("")
+            w("Each connection joins and syncs one small document, then stays idle (answering the "
+              "server's pings). RSS per connection: (server RSS with every connection open - RSS "
+              "before the first) / N. Idle CPU: server utime+stime over the idle period, percent of "
+              "one core. Closed: connections the server ended while idle (a failed run).")
+            w("")
+            w("| server | ok runs | connections/s | RSS per connection KiB | idle CPU % | "
+              "idle s | peak RSS MiB |")
+            w("|---|---|---|---|---|---|---|")
+            for s in servers:
+                all_runs = by.get((case, s), [])
+                if not all_runs:
+                    continue
+                ok = ok_runs(case, s)
+                cps, _ = summary([r["bench"].get("connections_per_s") for r in ok])
+                rss, rss_m = summary([r["bench"].get("rss_per_connection_kib") for r in ok], 1)
+                cpu, cpu_m = summary([r["bench"].get("idle_cpu_percent") for r in ok], 2)
+                idle = (ok or all_runs)[0]["bench"].get("idle_s", "?")
+                hwm, _ = summary([r.get("hwm_kib", 0) / 1024 for r in ok], 1)
+                medians[(case, s, "rss_conn")] = rss_m
+                medians[(case, s, "idle_cpu")] = cpu_m
+                w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {cps} | {rss} | {cpu} | {idle} | "
+                  f"{hwm} |")
+            w("")
         elif case == "flood":
             w("## Flood (issue #5): control client under a flood, driftless only")
             w("")
@@ -222,7 +248,8 @@ def main():
     # Ratios against peers that completed.
     w("## Ratios (medians; only against peers that completed the case)")
     w("")
-    w("Throughput: driftless / peer (higher is better). Latency: peer / driftless (higher is "
+    w("Throughput: driftless / peer (higher is better). Latency, memory per connection and idle "
+      "CPU: peer / driftless (higher is "
       "better for driftless).")
     w("")
     w("| case | figure | " + " | ".join(f"{o} vs {p}" for o in OURS if o in servers
@@ -230,9 +257,12 @@ def main():
     pairs = [(o, p) for o in OURS if o in servers for p in PEERS if p in servers]
     w("|---|---|" + "---|" * len(pairs))
     for case in [c for c in cases if c != "flood"]:
-        figs = [("ack", "acknowledged docs/s"), ("fetch", "fetched docs/s")] \
-            if case.startswith("s1") \
-            else [("p50", "p50"), ("p99", "p99")]
+        if case.startswith("s1"):
+            figs = [("ack", "acknowledged docs/s"), ("fetch", "fetched docs/s")]
+        elif case.startswith("s6"):
+            figs = [("rss_conn", "RSS per connection"), ("idle_cpu", "idle CPU")]
+        else:
+            figs = [("p50", "p50"), ("p99", "p99")]
         for key, name in figs:
             cells = []
             for o, p in pairs:
