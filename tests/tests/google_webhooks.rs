@@ -15,7 +15,7 @@ use driftless_bridges::google::client::Secret;
 use driftless_server::config::{BridgeConfig, BridgeKind, GoogleCalendarConfig};
 use driftless_tests::TestServer;
 use driftless_tests::dav_bridge::Api;
-use driftless_tests::fakes::google::GoogleFake;
+use driftless_tests::fakes::google::{Fault, GoogleFake};
 use serde_json::{Value, json};
 
 const CAL: &str = "primary";
@@ -304,5 +304,44 @@ async fn channels_are_stopped_on_shutdown_and_registered_again_after_restart() -
     env.server.wait_ready(Duration::from_secs(10)).await?;
     let second = env.only_channel().await?;
     assert_ne!(first, second);
+    Ok(())
+}
+
+#[tokio::test]
+async fn open_channels_and_seen_message_numbers_survive_a_restart() -> anyhow::Result<()> {
+    let mut env = Env::start(None).await?;
+    let channel = env.only_channel().await?;
+    let before = env.list_requests();
+    let (address, headers) = env
+        .fake
+        .next_notification(&channel, "exists")
+        .context("channel")?;
+    assert_eq!(env.post(&address, &headers).await?, 200);
+    env.until("the pull", |e| e.list_requests() > before)
+        .await?;
+
+    // The stop on shutdown fails: the channel stays open at Google, and driftless keeps it.
+    env.fake.inject(Fault::Unavailable, 1);
+    env.server.stop().await?;
+    assert_eq!(env.fake.open_channels(CAL), vec![channel.clone()]);
+    let before_restart = env.list_requests();
+    env.server.restart().await?;
+    env.server.wait_ready(Duration::from_secs(10)).await?;
+    env.until("the startup round", |e| e.list_requests() > before_restart)
+        .await?;
+    let settled = env.list_requests();
+
+    // The same message again (a late duplicate): ignored; a new one: a pull.
+    assert_eq!(env.post(&address, &headers).await?, 200);
+    env.no_pull_since(settled, "a message seen before the restart")
+        .await?;
+    assert_eq!(env.notify(&channel).await?, 200);
+    env.until("the pull", |e| e.list_requests() > settled)
+        .await?;
+    assert_eq!(
+        env.fake.open_channels(CAL),
+        vec![channel],
+        "no second channel"
+    );
     Ok(())
 }
