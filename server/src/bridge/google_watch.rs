@@ -24,8 +24,8 @@ use super::{BridgeError, unix_ms};
 
 /// The `bridge_state` key of the channel state.
 const STATE_KEY: &str = "google_channels";
-/// A channel is renewed this long before it expires at the most (at least two poll intervals,
-/// at most half its lifetime, so short-lived channels still overlap their successor).
+/// A channel is renewed `max(2 × poll interval, this)` before it expires, but no earlier than
+/// halfway through its life (so a short-lived channel is not renewed at once).
 const RENEW_MARGIN_MIN: Duration = Duration::from_secs(600);
 /// How long shutdown waits for `channels/stop`.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);

@@ -33,6 +33,9 @@
 //! - Policies: a conflict in a field whose `[[policies]]` authority is a bridge is resolved to
 //!   that bridge's value before the document is pushed and after a bridge writes into it.
 //!
+//! Webhooks are hints: [`Bridges::pull_soon`] asks a bridge for a round soon, coalescing with one
+//! already pending; Google's push channels are kept by `google_watch`. Polling goes on regardless.
+//!
 //! Provider-wide failures (unreachable, 5xx, 429, credentials) back off the whole round
 //! exponentially with jitter and honour `Retry-After`; no job is lost.
 //! Must not: write a document except through the engine, or hold bridge state outside `store`.
