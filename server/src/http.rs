@@ -310,7 +310,19 @@ async fn post_google_webhook(
             format!("bridge {bridge} has no Google push channels"),
         ));
     };
-    match watch.on_notification(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
+    // Recording the message number is a database write: off the async runtime.
+    let checked = tokio::task::spawn_blocking(move || {
+        watch.on_notification(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "webhook_failed",
+            format!("bridge {bridge}: checking the notification failed: {e}"),
+        )
+    })?;
+    match checked {
         Ok(Verdict::PullWanted) => {
             state.bridges.pull_soon(&bridge);
             Ok(StatusCode::OK)

@@ -76,6 +76,20 @@ impl GoogleWatch {
             }),
             None => WatchState::default(),
         };
+        let mut state = state;
+        // A channel requested but never confirmed (stopped mid-request) has no expiration and
+        // would never be renewed; if Google opened it, it expires by itself.
+        let unconfirmed: Vec<String> = state
+            .channels
+            .open()
+            .iter()
+            .filter(|c| c.resource_id.is_empty())
+            .map(|c| c.id.clone())
+            .collect();
+        for id in unconfirmed {
+            state.channels.closed(&id);
+            state.opened_ms.remove(&id);
+        }
         Ok(Self {
             bridge: bridge.to_owned(),
             callback: format!(

@@ -359,8 +359,8 @@ impl Bridges {
     }
 
     /// The push channels of bridge `id`, when it is a google_calendar bridge with webhooks.
-    pub fn google_watch(&self, id: &str) -> Option<&google_watch::GoogleWatch> {
-        self.handles.get(id)?.google_watch.as_deref()
+    pub fn google_watch(&self, id: &str) -> Option<Arc<google_watch::GoogleWatch>> {
+        self.handles.get(id)?.google_watch.clone()
     }
 
     /// Which bridge wrote with `actor`, if any.
