@@ -30,7 +30,7 @@ pub struct Config {
     /// Largest WebSocket message (and frame) accepted from a peer.
     pub max_message_bytes: usize,
     pub durability: Durability,
-    /// Base of webhook URLs registered at providers (stored; used by bridges later).
+    /// Base of webhook URLs registered at providers (Google Calendar push channels so far).
     pub public_url: Option<String>,
     /// How long a document with no interested peer stays resident (stored; used by the engine later).
     pub doc_idle_evict: Duration,

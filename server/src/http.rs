@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/identity/suggestions", get(get_identity_suggestions))
         .route("/v1/identity/merge", post(post_identity_merge))
         .route("/v1/calendar/occurrences", get(get_occurrences))
+        .route("/webhooks/google/{bridge}", post(post_google_webhook))
         .fallback(fallback)
         .with_state(state)
 }
@@ -292,6 +293,61 @@ async fn get_bridges(
 
 /// `POST /v1/bridges/{id}/sync[?confirm_deletes=true]`: one complete round, started after the
 /// request; answers its counts.
+/// `POST /webhooks/google/{bridge}`: a Google Calendar push notification. Authenticated by its
+/// channel id and token (not a bearer token); a genuine `exists` asks the bridge for a round
+/// soon (bursts coalesce into one) and is answered at once, without waiting for the pull.
+async fn post_google_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(bridge): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    use crate::bridge::google_watch::Refusal;
+    use driftless_bridges::google::channel::Verdict;
+    let Some(watch) = state.bridges.google_watch(&bridge) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "webhook_not_found",
+            format!("bridge {bridge} has no Google push channels"),
+        ));
+    };
+    // Recording the message number is a database write: off the async runtime.
+    let checked = tokio::task::spawn_blocking(move || {
+        watch.on_notification(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "webhook_failed",
+            format!("bridge {bridge}: checking the notification failed: {e}"),
+        )
+    })?;
+    match checked {
+        Ok(Verdict::PullWanted) => {
+            state.bridges.pull_soon(&bridge);
+            Ok(StatusCode::OK)
+        }
+        Ok(Verdict::Opened | Verdict::Duplicate) => Ok(StatusCode::OK),
+        Err(Refusal::Malformed(e)) => {
+            warn!(%bridge, error = %e, "malformed Google notification refused");
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_notification",
+                e.to_string(),
+            ))
+        }
+        Err(Refusal::NotGenuine(e)) => {
+            // The error names the channel, never the token.
+            warn!(%bridge, error = %e, "Google notification refused");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_channel",
+                "not a channel of this bridge, or a wrong channel token",
+            ))
+        }
+    }
+}
+
 async fn post_bridge_sync(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -92,6 +92,8 @@ impl TestServer {
         let data_dir = self.data_dir.path().to_path_buf();
         let max_message_bytes = self.max_message_bytes.unwrap_or(defaults.max_message_bytes);
         let mut config = driftless_server::Config {
+            // What the server listens on (so `customize` can build `public_url` from it).
+            listen: self.addr,
             data_dir,
             max_message_bytes,
             ..defaults

@@ -174,12 +174,14 @@ fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The open channels of one bridge and the pull they ask for.
-#[derive(Debug, Clone, Default)]
+/// The open channels of one bridge and the pull they ask for. Serializable, so the channels
+/// and the message numbers seen survive a restart (a pending pull does not: polling covers it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Channels {
     open: Vec<Channel>,
     /// Highest message number seen per channel id.
     last_number: BTreeMap<String, u64>,
+    #[serde(skip)]
     pull_pending: bool,
 }
 
@@ -213,6 +215,12 @@ impl Channels {
 
     pub fn open(&self) -> &[Channel] {
         &self.open
+    }
+
+    /// Whether channel `id` has delivered any message (its `sync` counts): a renewal's old
+    /// channel is stopped only once its successor is known to deliver.
+    pub fn has_delivered(&self, id: &str) -> bool {
+        self.last_number.contains_key(id)
     }
 
     /// The newest channel (the one renewals replace).

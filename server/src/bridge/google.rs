@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use driftless_bridges::google::channel::{Channel, stop_body, watch_body};
 use driftless_bridges::google::client::{ClientError, GoogleClient, GoogleConfig};
 use driftless_bridges::google::sync::{
     Pull, PullOptions, PullStep, Push, PushOptions, PushOutcome, PushStep, Request, Response,
@@ -252,6 +253,67 @@ impl GoogleProvider {
             warn!(bridge = %self.bridge, doc = %doc_id, problems = ?problems, "Google refused part of the record");
         }
         Ok(outcome)
+    }
+
+    /// Opens a push channel (`events.watch`) delivering to `address`; the answer names the
+    /// watched resource and the expiration Google chose. `token` is kept in the returned channel.
+    pub async fn watch(
+        &self,
+        channel_id: &str,
+        address: &str,
+        token: &str,
+    ) -> Result<Channel, BridgeError> {
+        let request = Request::Watch {
+            body: watch_body(channel_id, address, token, None),
+        };
+        let response = self
+            .client
+            .execute(&request)
+            .await
+            .map_err(|e| self.client_err(e))?;
+        if !response.is_success() {
+            return Err(BridgeError::provider(
+                &self.bridge,
+                format!(
+                    "events.watch for channel {channel_id} answered {}",
+                    response.status
+                ),
+                response.retry_after,
+            ));
+        }
+        let mut channel = Channel::from_watch_response(&response.body).map_err(|e| {
+            BridgeError::provider(
+                &self.bridge,
+                format!("events.watch answer for channel {channel_id} is unreadable: {e}"),
+                None,
+            )
+        })?;
+        channel.token = Some(token.to_owned());
+        Ok(channel)
+    }
+
+    /// Stops a push channel (`channels/stop`); one Google no longer knows (404) counts as stopped.
+    pub async fn stop_channel(&self, channel: &Channel) -> Result<(), BridgeError> {
+        let request = Request::StopChannel {
+            body: stop_body(channel),
+        };
+        let response = self
+            .client
+            .execute(&request)
+            .await
+            .map_err(|e| self.client_err(e))?;
+        if response.is_success() || response.status == 404 {
+            Ok(())
+        } else {
+            Err(BridgeError::provider(
+                &self.bridge,
+                format!(
+                    "channels/stop for channel {} answered {}",
+                    channel.id, response.status
+                ),
+                response.retry_after,
+            ))
+        }
     }
 
     pub fn created_document(&self, id: &str) -> Option<DocumentId> {

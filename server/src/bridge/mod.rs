@@ -33,6 +33,9 @@
 //! - Policies: a conflict in a field whose `[[policies]]` authority is a bridge is resolved to
 //!   that bridge's value before the document is pushed and after a bridge writes into it.
 //!
+//! Webhooks are hints: [`Bridges::pull_soon`] asks a bridge for a round soon, coalescing with one
+//! already pending; Google's push channels are kept by `google_watch`. Polling goes on regardless.
+//!
 //! Provider-wide failures (unreachable, 5xx, 429, credentials) back off the whole round
 //! exponentially with jitter and honour `Retry-After`; no job is lost.
 //! Must not: write a document except through the engine, or hold bridge state outside `store`.
@@ -41,6 +44,7 @@ mod dav;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 mod google;
+pub mod google_watch;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -49,6 +53,7 @@ pub mod store;
 pub mod translate;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -166,12 +171,25 @@ enum Command {
         confirm_deletes: bool,
         reply: oneshot::Sender<Result<RoundReport, String>>,
     },
+    /// A webhook said something changed: run a round soon. At most one is queued (see
+    /// [`Bridges::pull_soon`]).
+    PullSoon,
 }
+
+/// How long a "pull soon" waits before the round starts, so a burst of notifications arriving
+/// together becomes one pull.
+const PULL_SOON_DELAY: Duration = Duration::from_millis(300);
+/// The earliest a round for a channel renewal follows the previous round.
+const RENEW_RETRY: Duration = Duration::from_secs(5);
 
 struct Handle {
     config: BridgeConfig,
     shared: Arc<Mutex<Shared>>,
     commands: mpsc::Sender<Command>,
+    /// A `PullSoon` is queued or waiting and its round has not started yet.
+    pull_pending: Arc<AtomicBool>,
+    /// Push channels (google_calendar bridges with `public_url`).
+    google_watch: Option<Arc<google_watch::GoogleWatch>>,
 }
 
 /// All configured bridges: what the HTTP API talks to.
@@ -199,7 +217,7 @@ fn now_rfc3339() -> String {
     )
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -224,12 +242,14 @@ impl Bridges {
     }
 
     /// Starts one task per configured bridge, applying `policies` (checked here against the
-    /// bridges, so a configuration built in code is validated like a file).
+    /// bridges, so a configuration built in code is validated like a file). With `public_url`,
+    /// bridges whose provider has push notifications register webhooks under it.
     pub fn start(
         configs: &[BridgeConfig],
         policies: &[Policy],
         storage: &Storage,
         net_tx: mpsc::Sender<HostInput>,
+        public_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         crate::config::validate_policies(policies, configs)?;
         if configs.is_empty() {
@@ -250,7 +270,22 @@ impl Bridges {
                 ..Shared::default()
             }));
             let (commands, commands_rx) = mpsc::channel(16);
+            let pull_pending = Arc::new(AtomicBool::new(false));
+            let google_watch = match (&provider, public_url) {
+                (Provider::Google(_), Some(url)) => Some(Arc::new(
+                    google_watch::GoogleWatch::load(
+                        &config.id,
+                        url,
+                        config.poll_interval,
+                        store.clone(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )),
+                _ => None,
+            };
             let runner = Runner {
+                pull_pending: pull_pending.clone(),
+                google_watch: google_watch.clone(),
                 config: config.clone(),
                 provider,
                 store: store.clone(),
@@ -267,6 +302,8 @@ impl Bridges {
                     config: config.clone(),
                     shared,
                     commands,
+                    pull_pending,
+                    google_watch,
                 },
             );
         }
@@ -280,17 +317,50 @@ impl Bridges {
     }
 
     /// Stops every bridge task and waits for them (a round in progress is abandoned at its next
-    /// await; everything it did not commit is redone after restart).
+    /// await; everything it did not commit is redone after restart). A task first stops its
+    /// push channels, within a bounded time.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
             Ok(mut t) => t.drain(..).collect(),
             Err(p) => p.into_inner().drain(..).collect(),
         };
-        for task in tasks {
-            task.abort();
-            let _ = task.await;
+        for mut task in tasks {
+            let grace = google_watch::STOP_TIMEOUT + Duration::from_secs(1);
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
+    }
+
+    /// Asks bridge `id` for a round soon (a webhook's hint). Coalesces: while one is pending
+    /// and its round has not started, further calls add nothing. False if there is no such
+    /// running bridge.
+    pub fn pull_soon(&self, id: &str) -> bool {
+        let Some(handle) = self.handles.get(id) else {
+            return false;
+        };
+        if handle.pull_pending.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        match handle.commands.try_send(Command::PullSoon) {
+            Ok(()) => true,
+            // Commands are queued already; each runs a round that starts after this call.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                handle.pull_pending.store(false, Ordering::SeqCst);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                handle.pull_pending.store(false, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// The push channels of bridge `id`, when it is a google_calendar bridge with webhooks.
+    pub fn google_watch(&self, id: &str) -> Option<Arc<google_watch::GoogleWatch>> {
+        self.handles.get(id)?.google_watch.clone()
     }
 
     /// Which bridge wrote with `actor`, if any.
@@ -381,6 +451,8 @@ impl Bridges {
 struct Runner {
     config: BridgeConfig,
     provider: Provider,
+    pull_pending: Arc<AtomicBool>,
+    google_watch: Option<Arc<google_watch::GoogleWatch>>,
     store: BridgeStore,
     net_tx: mpsc::Sender<HostInput>,
     actor: ActorId,
@@ -408,17 +480,41 @@ impl Runner {
     async fn run(self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
         let mut next = tokio::time::Instant::now();
+        let mut last_round = tokio::time::Instant::now();
         loop {
+            // A push channel due for renewal wakes the task earlier than the poll interval.
+            // A renewal that failed is retried no sooner than RENEW_RETRY after the last round.
+            let wake = match self.google_watch.as_ref().and_then(|w| w.renewal_at_ms()) {
+                Some(at) => next.min(
+                    (tokio::time::Instant::now()
+                        + Duration::from_millis(at.saturating_sub(unix_ms())))
+                    .max(last_round + RENEW_RETRY),
+                ),
+                None => next,
+            };
             let (confirm, reply) = tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => return self.stop_channels().await,
                 cmd = commands.recv() => match cmd {
                     Some(Command::Sync { confirm_deletes, reply }) => (confirm_deletes, Some(reply)),
+                    Some(Command::PullSoon) => {
+                        // Let the rest of a burst arrive; it joins this pending pull.
+                        tokio::select! {
+                            _ = stop.changed() => return self.stop_channels().await,
+                            () = tokio::time::sleep(PULL_SOON_DELAY) => {}
+                        }
+                        (false, None)
+                    }
                     None => return,
                 },
-                () = tokio::time::sleep_until(next) => (false, None),
+                () = tokio::time::sleep_until(wake) => (false, None),
             };
+            // A notification from now on asks for another round (this one may list too early).
+            self.pull_pending.store(false, Ordering::SeqCst);
             lock(&self.shared).state = "syncing";
-            let result = self.round(confirm).await;
+            let result = tokio::select! {
+                result = self.round_and_channels(confirm) => result,
+                _ = stop.changed() => return self.stop_channels().await,
+            };
             let delay = {
                 let mut shared = lock(&self.shared);
                 match &result {
@@ -452,10 +548,29 @@ impl Runner {
                     }
                 }
             };
-            next = tokio::time::Instant::now() + delay;
+            last_round = tokio::time::Instant::now();
+            next = last_round + delay;
             if let Some(reply) = reply {
                 let _ = reply.send(result.map_err(|e| e.to_string()));
             }
+        }
+    }
+
+    /// A round, then (after a successful one) the push channels' upkeep.
+    async fn round_and_channels(&self, confirm_deletes: bool) -> Result<RoundReport, BridgeError> {
+        let result = self.round(confirm_deletes).await;
+        if result.is_ok()
+            && let (Some(watch), Provider::Google(google)) = (&self.google_watch, &self.provider)
+        {
+            watch.maintain(google).await;
+        }
+        result
+    }
+
+    /// On shutdown: stops the push channels, where the provider has them.
+    async fn stop_channels(&self) {
+        if let (Some(watch), Provider::Google(google)) = (&self.google_watch, &self.provider) {
+            watch.stop_all(google).await;
         }
     }
 

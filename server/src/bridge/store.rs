@@ -1,7 +1,8 @@
 //! The bridges' durable state, in their own redb tables next to the documents.
 //!
 //! - `bridge_state` (`(bridge id, key) -> bytes`): `sync_token` (the provider cursor) and
-//!   `outbox_cursor` (the last `change_log` seq this bridge has pushed).
+//!   `outbox_cursor` (the last `change_log` seq this bridge has pushed), and provider state
+//!   such as `google_channels` (open push channels, their tokens and message numbers seen).
 //! - `bridge_links` (`(bridge id, href) -> Shadow as JSON`): the link table (external id ->
 //!   document) with the shadow of each linked record as the provider last had it.
 //! - `bridge_actors` (`actor id bytes -> bridge id`): which bridge wrote with which actor, so the
@@ -130,6 +131,33 @@ impl BridgeStore {
             .get((bridge, key))
             .map_err(db)?
             .map(|v| v.value().to_vec()))
+    }
+
+    /// A provider's own state value under `key` (e.g. `google_channels`), opaque here.
+    pub fn provider_state(&self, bridge: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.state(bridge, key)
+    }
+
+    /// Stores (or, with `None`, removes) a provider's own state value under `key`.
+    pub fn put_provider_state(
+        &self,
+        bridge: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        {
+            let mut state = txn.open_table(STATE).map_err(db)?;
+            match value {
+                Some(bytes) => {
+                    state.insert((bridge, key), bytes).map_err(db)?;
+                }
+                None => {
+                    state.remove((bridge, key)).map_err(db)?;
+                }
+            }
+        }
+        txn.commit().map_err(db)
     }
 
     pub fn sync_token(&self, bridge: &str) -> Result<Option<String>, StoreError> {

@@ -131,6 +131,8 @@ struct State {
     outbox: Vec<Delivery>,
     drop_notifications: u32,
     duplicate_notifications: bool,
+    /// Longest channel lifetime granted (Google: about a week for events).
+    channel_lifetime: Duration,
     seq: u64,
     counter: u64,
     sync_tokens: BTreeMap<String, SyncToken>,
@@ -213,6 +215,7 @@ impl GoogleFake {
             outbox: Vec::new(),
             drop_notifications: 0,
             duplicate_notifications: false,
+            channel_lifetime: Duration::from_secs(7 * 24 * 3600),
             seq: 0,
             counter: 0,
             sync_tokens: BTreeMap::new(),
@@ -271,6 +274,33 @@ impl GoogleFake {
     /// Every notification is sent twice (same message number), or not.
     pub fn duplicate_notifications(&self, on: bool) {
         self.lock().duplicate_notifications = on;
+    }
+
+    /// Channels opened from now on live at most `lifetime` (to test renewal).
+    pub fn set_channel_lifetime(&self, lifetime: Duration) {
+        self.lock().channel_lifetime = lifetime;
+    }
+
+    /// The callback address a channel was registered with.
+    pub fn channel_address(&self, id: &str) -> Option<String> {
+        self.lock().channels.get(id).map(|c| c.address.clone())
+    }
+
+    /// The next notification of channel `id` (advancing its message number as a change
+    /// would), for a test to deliver, repeat or forge itself: the address and the headers.
+    pub fn next_notification(
+        &self,
+        id: &str,
+        state: &str,
+    ) -> Option<(String, Vec<(&'static str, String)>)> {
+        let mut s = self.lock();
+        s.counter += 1;
+        let step = 1 + s.counter % 3;
+        let c = s.channels.get_mut(id)?;
+        c.number += step;
+        let c = c.clone();
+        let d = channel_delivery(id, &c, state);
+        Some((d.address, d.headers))
     }
 
     /// Open (not stopped, not expired) channel ids of a calendar.
@@ -524,8 +554,8 @@ fn watch(s: &mut State, calendar: &str, body: &Value) -> Result<Value, Refusal> 
         return Err((400, "channelIdNotUnique"));
     }
     let token = body.get("token").and_then(Value::as_str).map(str::to_owned);
-    // A week unless asked for less.
-    let longest = now_ms() + 7 * 24 * 3600 * 1000;
+    // A week (or the lifetime a test set) unless asked for less.
+    let longest = now_ms() + u64::try_from(s.channel_lifetime.as_millis()).unwrap_or(u64::MAX);
     let expiration = body
         .get("expiration")
         .and_then(|e| match e {
