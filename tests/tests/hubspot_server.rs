@@ -4,12 +4,18 @@
 //! document (its only link); a create whose answer is lost is adopted, not duplicated; burst rate
 //! limits are backed off inside a round.
 //!
+//! Webhooks: `POST /webhooks/hubspot/{bridge}` with v3 signatures over the URI built from
+//! `public_url` (here a proxy's address, not the test server's, so a signature over the address
+//! the request actually reached is refused); a valid delivery triggers a round without
+//! `/sync`; duplicated and reordered deliveries hint once; refused deliveries change nothing.
+//!
 //! Rounds are driven by `POST /v1/bridges/{id}/sync` (counted by the fake's request log).
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use driftless_bridges::hubspot::client::Secret;
+use driftless_bridges::hubspot::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3};
 use driftless_bridges::hubspot::webhook::ObjectType;
 use driftless_client_protocol::DocumentId;
 use driftless_crdt_model::{Contact, ContactPoint, Link, Name};
@@ -18,13 +24,15 @@ use driftless_tests::TestServer;
 use driftless_tests::dav_bridge::{Api, app_add, app_contact, app_edit_contact, app_open};
 use driftless_tests::fakes::hubspot::{FakeHubSpot, LoggedRequest, TOKEN};
 use driftless_tests::rust_client::RustClient;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BRIDGE: &str = "crm";
 const CONTACT: ObjectType = ObjectType::Contact;
 const ID_PROPERTY: &str = "driftless_id";
 /// The app's client secret: webhook signatures are keyed with it.
 const CLIENT_SECRET: &str = "hubspot-app-client-secret";
+/// Where HubSpot reaches the server (a proxy in front of it, with a path prefix).
+const PUBLIC_URL: &str = "https://driftless.example.com/sync";
 
 fn bridge(fake: &FakeHubSpot, id_property: Option<&str>) -> BridgeConfig {
     BridgeConfig {
@@ -63,6 +71,7 @@ impl Env {
         let config = bridge(&fake, id_property);
         let server = TestServer::start_with_config(move |c| {
             c.bridges = vec![config.clone()];
+            c.public_url = Some(PUBLIC_URL.to_owned());
         })
         .await?;
         server.wait_ready(Duration::from_secs(10)).await?;
@@ -351,5 +360,272 @@ async fn a_daily_limit_ends_the_round_until_the_reset() -> anyhow::Result<()> {
         .filter(|r| r.status == 429)
         .count();
     assert_eq!(limited, 1);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a test delivery is signed.
+struct Signing<'a> {
+    secret: &'a str,
+    /// The URI the signature covers.
+    uri: String,
+    timestamp_ms: i64,
+}
+
+impl Signing<'_> {
+    /// As HubSpot signs: the app's secret, the public URI, now.
+    fn hubspot() -> Self {
+        Signing {
+            secret: CLIENT_SECRET,
+            uri: format!("{PUBLIC_URL}/webhooks/hubspot/{BRIDGE}"),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+impl Env {
+    /// Posts `body` to the bridge's webhook, signed per `signing`; the status and JSON answer.
+    async fn deliver_raw(
+        &self,
+        body: Vec<u8>,
+        signing: &Signing<'_>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let timestamp = signing.timestamp_ms.to_string();
+        let signature = sign_v3(
+            signing.secret.as_bytes(),
+            "POST",
+            &signing.uri,
+            &body,
+            &timestamp,
+        );
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/webhooks/hubspot/{BRIDGE}",
+                self.server.http_url()
+            ))
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header(TIMESTAMP_HEADER, timestamp)
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let answer = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, answer))
+    }
+
+    /// Delivers `events` as HubSpot would (attempt number `attempt`); fails unless accepted.
+    async fn deliver(&self, events: &[Value], attempt: u32) -> anyhow::Result<Value> {
+        let events: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["attemptNumber"] = json!(attempt);
+                e
+            })
+            .collect();
+        let (status, answer) = self
+            .deliver_raw(serde_json::to_vec(&events)?, &Signing::hubspot())
+            .await?;
+        if status != 200 {
+            bail!("delivery refused with {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    fn searches(&self) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/search"))
+            .count()
+    }
+
+    /// Waits (without `/sync`) until the contact of document `id` satisfies `pred`.
+    async fn wait_for(
+        &self,
+        id: &DocumentId,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let record = self.api.record("contact", id).await?;
+            if pred(&record) {
+                return Ok(record);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the webhook did not lead to a round: {record}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn signed_deliveries_trigger_a_round_and_apply_once() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(CONTACT, &[("firstname", "Jane"), ("jobtitle", "CTO")]);
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_contact().await?;
+    let creation = env.fake.take_webhook_events();
+    assert!(!creation.is_empty());
+
+    // A HubSpot edit, announced by a webhook: the document follows without `/sync`.
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CEO")]);
+    let edit = env.fake.take_webhook_events();
+    assert_eq!(edit.len(), 1, "{edit:?}");
+    let answer = env.deliver(&edit, 0).await?;
+    assert_eq!(answer["hints"], 1, "{answer}");
+    env.wait_for(&doc_id, |r| r["job_title"] == "CEO").await?;
+
+    // HubSpot retries the batch, and a duplicate arrives shuffled with an old creation event
+    // the inbox already took: nothing new is hinted.
+    let mut both = creation.clone();
+    both.extend(edit.clone());
+    env.deliver(&creation, 0).await?;
+    let answer = env.deliver(&edit, 1).await?;
+    assert_eq!(answer["hints"], 0, "{answer}");
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    both.reverse();
+    let answer = env.deliver(&both, 3).await?;
+    assert_eq!(answer["hints"], 0, "{answer}");
+
+    // Two edits delivered newest first: the older one is stale, and the document ends with
+    // HubSpot's latest value.
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CFO")]);
+    let older = env.fake.take_webhook_events();
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "COO")]);
+    let newer = env.fake.take_webhook_events();
+    assert_eq!(env.deliver(&newer, 0).await?["hints"], 1);
+    let answer = env.deliver(&older, 0).await?;
+    assert_eq!(answer["hints"], 0, "{answer}");
+    assert_eq!(answer["stale"], 1, "{answer}");
+    env.wait_for(&doc_id, |r| r["job_title"] == "COO").await?;
+
+    // An archived contact announced by webhook is removed by the round it triggers.
+    env.fake.archive(CONTACT, &jane);
+    let deletion = env.fake.take_webhook_events();
+    assert_eq!(env.deliver(&deletion, 0).await?["hints"], 1);
+    env.wait_for(&doc_id, |r| r["deleted"] == true).await?;
+    // The round after settles nothing more.
+    env.quiet_round().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn refused_deliveries_change_nothing() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(CONTACT, &[("firstname", "Jane"), ("jobtitle", "CTO")]);
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    env.fake.take_webhook_events();
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CEO")]);
+    let events = env.fake.take_webhook_events();
+    let body = serde_json::to_vec(&events)?;
+    let searches = env.searches();
+
+    let cases = [
+        (
+            "wrong secret",
+            Signing {
+                secret: "not-the-secret",
+                ..Signing::hubspot()
+            },
+            401,
+        ),
+        (
+            "signed over the address it reached, not public_url",
+            Signing {
+                uri: format!("{}/webhooks/hubspot/{BRIDGE}", env.server.http_url()),
+                ..Signing::hubspot()
+            },
+            401,
+        ),
+        (
+            "timestamp older than 5 minutes",
+            Signing {
+                timestamp_ms: now_ms() - 6 * 60 * 1000,
+                ..Signing::hubspot()
+            },
+            401,
+        ),
+    ];
+    for (what, signing, want) in cases {
+        let (status, answer) = env.deliver_raw(body.clone(), &signing).await?;
+        assert_eq!(status, want, "{what}: {answer}");
+    }
+    // The body is not the signed one.
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let signing = Signing::hubspot();
+    let timestamp = signing.timestamp_ms.to_string();
+    let signature = sign_v3(
+        CLIENT_SECRET.as_bytes(),
+        "POST",
+        &signing.uri,
+        &body,
+        &timestamp,
+    );
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/hubspot/{BRIDGE}",
+            env.server.http_url()
+        ))
+        .header(SIGNATURE_HEADER, signature)
+        .header(TIMESTAMP_HEADER, &timestamp)
+        .body(tampered)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    // No headers at all.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/hubspot/{BRIDGE}",
+            env.server.http_url()
+        ))
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    // Signed correctly, but not a delivery.
+    for malformed in [
+        &b"{\"not\": \"an array\"}"[..],
+        b"[{\"subscriptionType\": 7}]",
+        b"[{\"subscriptionType\": \"contact.propertyChange\", \"occurredAt\": 1}]",
+    ] {
+        let (status, answer) = env
+            .deliver_raw(malformed.to_vec(), &Signing::hubspot())
+            .await?;
+        assert_eq!(status, 400, "{answer}");
+    }
+    // Another bridge id.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/webhooks/hubspot/nope", env.server.http_url()))
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 404);
+
+    // No round ran, and the document still has the old value.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.searches(),
+        searches,
+        "a refused delivery triggered a round"
+    );
+    let (doc_id, record) = env.only_contact().await?;
+    assert_eq!(record["job_title"], "CTO");
+    // The inbox remembered none of them: the genuine delivery is news.
+    let answer = env.deliver(&events, 0).await?;
+    assert_eq!(answer["hints"], 1, "{answer}");
+    assert_eq!(answer["duplicates"], 0, "{answer}");
+    env.wait_for(&doc_id, |r| r["job_title"] == "CEO").await?;
     Ok(())
 }

@@ -42,6 +42,7 @@ mod dav;
 pub mod failpoints;
 mod google;
 mod hubspot;
+pub mod hubspot_webhook;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -173,6 +174,8 @@ struct Handle {
     config: BridgeConfig,
     shared: Arc<Mutex<Shared>>,
     commands: mpsc::Sender<Command>,
+    /// Asks for a round soon (a webhook arrived); pokes while one is pending coalesce.
+    poke: Arc<tokio::sync::Notify>,
 }
 
 /// All configured bridges: what the HTTP API talks to.
@@ -251,6 +254,7 @@ impl Bridges {
                 ..Shared::default()
             }));
             let (commands, commands_rx) = mpsc::channel(16);
+            let poke = Arc::new(tokio::sync::Notify::new());
             let runner = Runner {
                 config: config.clone(),
                 provider,
@@ -259,6 +263,7 @@ impl Bridges {
                 actor,
                 shared: shared.clone(),
                 policies: policies.clone(),
+                poke: poke.clone(),
             };
             tasks.push(tokio::spawn(runner.run(commands_rx, stop_rx.clone())));
             info!(bridge = %config.id, kind = config.kind.as_str(), url = %config.url, "bridge started");
@@ -268,6 +273,7 @@ impl Bridges {
                     config: config.clone(),
                     shared,
                     commands,
+                    poke,
                 },
             );
         }
@@ -387,6 +393,7 @@ struct Runner {
     actor: ActorId,
     shared: Arc<Mutex<Shared>>,
     policies: Arc<Policies>,
+    poke: Arc<tokio::sync::Notify>,
 }
 
 impl Runner {
@@ -417,6 +424,8 @@ impl Runner {
                     None => return,
                 },
                 () = tokio::time::sleep_until(next) => (false, None),
+                // While failing, the backoff decides (a webhook storm must not undo it).
+                () = self.poke.notified(), if failures == 0 => (false, None),
             };
             lock(&self.shared).state = "syncing";
             let result = self.round(confirm).await;
