@@ -8,6 +8,10 @@ use driftless_bridges::google::client::{
     DEFAULT_API_BASE as GOOGLE_API_BASE, DEFAULT_TOKEN_URL as GOOGLE_TOKEN_URL,
     Secret as GoogleSecret,
 };
+use driftless_bridges::hubspot::client::{
+    DEFAULT_API_BASE as HUBSPOT_API_BASE, DEFAULT_TOKEN_URL as HUBSPOT_TOKEN_URL,
+    Secret as HubSpotSecret,
+};
 use serde::Deserialize;
 
 use crate::auth::{Keys, MIN_SECRET_BYTES, Secret};
@@ -109,7 +113,7 @@ pub fn policy_fields(record_type: &str) -> Option<&'static [&'static str]> {
 pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
     match kind {
         BridgeKind::CalDav | BridgeKind::GoogleCalendar => driftless_crdt_model::CALENDAR_EVENT,
-        BridgeKind::CardDav => driftless_crdt_model::CONTACT,
+        BridgeKind::CardDav | BridgeKind::HubSpot => driftless_crdt_model::CONTACT,
     }
 }
 
@@ -184,6 +188,8 @@ pub enum BridgeKind {
     CalDav,
     CardDav,
     GoogleCalendar,
+    /// HubSpot CRM contacts.
+    HubSpot,
 }
 
 impl BridgeKind {
@@ -192,6 +198,7 @@ impl BridgeKind {
             Self::CalDav => "caldav",
             Self::CardDav => "carddav",
             Self::GoogleCalendar => "google_calendar",
+            Self::HubSpot => "hubspot",
         }
     }
 }
@@ -213,6 +220,36 @@ pub struct BridgeConfig {
     pub password: Option<String>,
     /// The settings of a `google_calendar` bridge (`None` for other kinds).
     pub google: Option<GoogleCalendarConfig>,
+    /// The settings of a `hubspot` bridge (`None` for other kinds).
+    pub hubspot: Option<HubSpotBridgeConfig>,
+}
+
+/// How a `hubspot` bridge authenticates: a private app's token, or OAuth.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubSpotAuthConfig {
+    /// `access_token_env`.
+    AccessToken(HubSpotSecret),
+    /// `client_id`, `client_secret_env`, `refresh_token_env`, `token_url`.
+    OAuth {
+        client_id: String,
+        refresh_token: HubSpotSecret,
+        token_url: String,
+    },
+}
+
+/// The keys of a `kind = "hubspot"` entry. Secrets are read from the environment variables the
+/// entry names; their `Debug` is `Secret(***)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubSpotBridgeConfig {
+    pub auth: HubSpotAuthConfig,
+    /// The app's client secret (`client_secret_env`): the OAuth client secret and the key of
+    /// webhook signatures. Without it `POST /webhooks/hubspot/{bridge}` answers 404.
+    pub client_secret: Option<HubSpotSecret>,
+    /// The API root (default: `https://api.hubapi.com`).
+    pub api_base: String,
+    /// A unique-value contact property holding the driftless document id (`id_property`):
+    /// exact lookups after a lost create answer. Without it the lookup searches by email.
+    pub id_property: Option<String>,
 }
 
 /// The keys of a `kind = "google_calendar"` entry. The secrets are read from the environment
@@ -722,12 +759,13 @@ fn parse_bridge(
         "caldav" => BridgeKind::CalDav,
         "carddav" => BridgeKind::CardDav,
         "google_calendar" => BridgeKind::GoogleCalendar,
-        "microsoft_graph" | "hubspot" | "salesforce" => {
+        "hubspot" => BridgeKind::HubSpot,
+        "microsoft_graph" | "salesforce" => {
             return Err(err(
                 "kind",
                 format!(
                     "`{kind_text}` bridges are not supported yet (supported: caldav, carddav, \
-                     google_calendar)"
+                     google_calendar, hubspot)"
                 ),
             ));
         }
@@ -758,7 +796,110 @@ fn parse_bridge(
                 )
             })?,
     };
-    let (url, username, password, google) = if kind == BridgeKind::GoogleCalendar {
+    let mut hubspot = None;
+    let (url, username, password, google) = if kind == BridgeKind::HubSpot {
+        // Only a variable's name is ever shown, never its value.
+        let secret = |key: &str, var: &str| {
+            env(var)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| HubSpotSecret::new(v.trim()))
+                .ok_or_else(|| {
+                    err(
+                        key,
+                        format!("environment variable {var} is not set (or empty)"),
+                    )
+                })
+        };
+        let nonempty = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) if s.trim().is_empty() => Err(err(key, "must not be empty".into())),
+                other => Ok(other),
+            }
+        };
+        let access_token_env = nonempty("access_token_env", string("access_token_env", false)?)?;
+        let client_id = nonempty("client_id", string("client_id", false)?)?;
+        let client_secret_env = nonempty("client_secret_env", string("client_secret_env", false)?)?;
+        let refresh_token_env = nonempty("refresh_token_env", string("refresh_token_env", false)?)?;
+        let token_url = string("token_url", false)?;
+        let api_base = string("api_base", false)?.unwrap_or_else(|| HUBSPOT_API_BASE.to_owned());
+        let id_property = nonempty("id_property", string("id_property", false)?)?;
+        for (key, value) in [
+            ("api_base", Some(&api_base)),
+            ("token_url", token_url.as_ref()),
+        ] {
+            if let Some(value) = value
+                && !(value.starts_with("http://") || value.starts_with("https://"))
+            {
+                return Err(err(
+                    key,
+                    format!("`{value}` must be an http:// or https:// URL"),
+                ));
+            }
+        }
+        let client_secret = client_secret_env
+            .as_deref()
+            .map(|var| secret("client_secret_env", var))
+            .transpose()?;
+        let auth = match (access_token_env, client_id, refresh_token_env) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(err(
+                    "access_token_env",
+                    "give either access_token_env or the OAuth keys (client_id, \
+                     client_secret_env, refresh_token_env), not both"
+                        .into(),
+                ));
+            }
+            (Some(var), None, None) => {
+                if token_url.is_some() {
+                    return Err(err(
+                        "token_url",
+                        "is only used with OAuth (client_id, refresh_token_env)".into(),
+                    ));
+                }
+                HubSpotAuthConfig::AccessToken(secret("access_token_env", &var)?)
+            }
+            (None, Some(client_id), Some(refresh_var)) => {
+                if client_secret.is_none() {
+                    return Err(err(
+                        "client_secret_env",
+                        "is required with OAuth (client_id, refresh_token_env)".into(),
+                    ));
+                }
+                HubSpotAuthConfig::OAuth {
+                    client_id,
+                    refresh_token: secret("refresh_token_env", &refresh_var)?,
+                    token_url: token_url.unwrap_or_else(|| HUBSPOT_TOKEN_URL.to_owned()),
+                }
+            }
+            (None, Some(_), None) => {
+                return Err(err(
+                    "refresh_token_env",
+                    "is required with client_id (OAuth)".into(),
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(err(
+                    "client_id",
+                    "is required with refresh_token_env (OAuth)".into(),
+                ));
+            }
+            (None, None, None) => {
+                return Err(err(
+                    "access_token_env",
+                    "a hubspot bridge needs access_token_env or the OAuth keys (client_id, \
+                     client_secret_env, refresh_token_env)"
+                        .into(),
+                ));
+            }
+        };
+        hubspot = Some(HubSpotBridgeConfig {
+            auth,
+            client_secret,
+            api_base,
+            id_property,
+        });
+        (String::new(), None, None, None)
+    } else if kind == BridgeKind::GoogleCalendar {
         let mut required = |key: &str| -> Result<String, ConfigError> {
             let value = string(key, true)?.unwrap_or_default();
             if value.is_empty() {
@@ -859,6 +1000,7 @@ fn parse_bridge(
         username,
         password,
         google,
+        hubspot,
     })
 }
 
@@ -1311,7 +1453,7 @@ url = "http://127.0.0.1:5232/alice/book/"
                 "kind",
             ),
             (
-                "id = \"x\"\nkind = \"hubspot\"\nurl = \"http://h/\"".to_owned(),
+                "id = \"x\"\nkind = \"salesforce\"\nurl = \"http://h/\"".to_owned(),
                 0,
                 "kind",
             ),
@@ -1427,6 +1569,125 @@ api_base = "http://127.0.0.1:9/calendar/v3/"
                 "{text}: {msg}"
             );
             assert!(msg.contains("`g`") || msg.contains("\"g\""), "{msg}");
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn hubspot_bridges_read_their_secrets_from_env() {
+        let env = |name: &str| match name {
+            "HS_TOKEN" => Some("pat-s3cr3t".to_owned()),
+            "HS_CLIENT_SECRET" => Some("cl13nt-s3cr3t".to_owned()),
+            "HS_REFRESH" => Some("r3fr3sh".to_owned()),
+            _ => None,
+        };
+        let text = r#"
+public_url = "https://sync.example.com"
+[[bridges]]
+id = "crm"
+kind = "hubspot"
+access_token_env = "HS_TOKEN"
+client_secret_env = "HS_CLIENT_SECRET"
+id_property = "driftless_id"
+"#;
+        let config = Config::from_toml_str_env(text, &env).unwrap();
+        let [crm] = config.bridges.as_slice() else {
+            panic!("{:?}", config.bridges)
+        };
+        assert_eq!(crm.kind, BridgeKind::HubSpot);
+        assert_eq!(bridge_record_type(crm.kind), "contact");
+        let hubspot = crm.hubspot.as_ref().unwrap();
+        assert_eq!(
+            hubspot.auth,
+            HubSpotAuthConfig::AccessToken(HubSpotSecret::new("pat-s3cr3t"))
+        );
+        assert_eq!(
+            hubspot.client_secret.as_ref().map(HubSpotSecret::expose),
+            Some("cl13nt-s3cr3t")
+        );
+        assert_eq!(hubspot.api_base, HUBSPOT_API_BASE);
+        assert_eq!(hubspot.id_property.as_deref(), Some("driftless_id"));
+
+        let oauth = r#"
+[[bridges]]
+id = "crm"
+kind = "hubspot"
+client_id = "app-1"
+client_secret_env = "HS_CLIENT_SECRET"
+refresh_token_env = "HS_REFRESH"
+api_base = "http://127.0.0.1:9"
+"#;
+        let config = Config::from_toml_str_env(oauth, &env).unwrap();
+        let hubspot = config.bridges[0].hubspot.as_ref().unwrap();
+        assert_eq!(
+            hubspot.auth,
+            HubSpotAuthConfig::OAuth {
+                client_id: "app-1".into(),
+                refresh_token: HubSpotSecret::new("r3fr3sh"),
+                token_url: HUBSPOT_TOKEN_URL.into(),
+            }
+        );
+        assert_eq!(hubspot.api_base, "http://127.0.0.1:9");
+        for shown in [
+            format!("{config:?}"),
+            format!("{:?}", Config::from_toml_str_env(text, &env).unwrap()),
+        ] {
+            assert!(
+                !shown.contains("s3cr3t") && !shown.contains("r3fr3sh"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_hubspot_entries_name_the_entry_and_key() {
+        let env = |name: &str| (name == "HS_TOKEN" || name == "HS_SECRET").then(|| "x".to_owned());
+        let entry = |keys: &str| format!("[[bridges]]\nid = \"h\"\nkind = \"hubspot\"\n{keys}");
+        let cases = [
+            (entry(""), "access_token_env"),
+            (entry("access_token_env = \"UNSET\"\n"), "access_token_env"),
+            (entry("access_token_env = \"\"\n"), "access_token_env"),
+            (
+                entry("access_token_env = \"HS_TOKEN\"\nclient_id = \"c\"\n"),
+                "access_token_env",
+            ),
+            (
+                entry("access_token_env = \"HS_TOKEN\"\nclient_secret_env = \"UNSET\"\n"),
+                "client_secret_env",
+            ),
+            (
+                entry("access_token_env = \"HS_TOKEN\"\napi_base = \"api.hubapi.com\"\n"),
+                "api_base",
+            ),
+            (
+                entry("access_token_env = \"HS_TOKEN\"\ntoken_url = \"http://t/\"\n"),
+                "token_url",
+            ),
+            (
+                entry("client_id = \"c\"\nclient_secret_env = \"HS_SECRET\"\n"),
+                "refresh_token_env",
+            ),
+            (
+                entry("client_id = \"c\"\nrefresh_token_env = \"HS_TOKEN\"\n"),
+                "client_secret_env",
+            ),
+            (
+                entry("refresh_token_env = \"HS_TOKEN\"\nclient_secret_env = \"HS_SECRET\"\n"),
+                "client_id",
+            ),
+            (
+                entry("access_token_env = \"HS_TOKEN\"\nurl = \"http://h/\"\n"),
+                "url",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml_str_env(&text, &env).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Bridge { index: 0, key: k, .. } if k == key),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains("`h`") || msg.contains("\"h\""), "{msg}");
             assert!(msg.contains(&format!("`{key}`")), "{msg}");
         }
     }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub phone_region: driftless_crdt_model::identity::PhoneRegion,
     /// What `GET /v1/records` lists from.
     pub records: crate::records::RecordIndex,
+    /// `public_url`: how providers reach this server (signed webhook URIs are built from it).
+    pub public_url: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/identity/merge", post(post_identity_merge))
         .route("/v1/calendar/occurrences", get(get_occurrences))
         .route("/webhooks/google/{bridge}", post(post_google_webhook))
+        .route("/webhooks/hubspot/{id}", post(post_hubspot_webhook))
         .fallback(fallback)
         .with_state(state)
 }
@@ -380,6 +383,52 @@ async fn post_bridge_sync(
             StatusCode::BAD_GATEWAY,
             "bridge_sync_failed",
             message,
+        )),
+    }
+}
+
+/// `POST /webhooks/hubspot/{bridge}`: a signed HubSpot delivery (no bearer token: the v3
+/// signature authenticates it). See `bridge::hubspot_webhook` for the order of checks.
+async fn post_hubspot_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::bridge::hubspot_webhook::WebhookOutcome;
+    let path_and_query = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    match state
+        .bridges
+        .hubspot_webhook(
+            &id,
+            state.public_url.as_deref(),
+            &path_and_query,
+            &headers,
+            &body,
+        )
+        .await
+    {
+        WebhookOutcome::Accepted(report) => {
+            Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+        }
+        WebhookOutcome::NotFound(m) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "bridge_not_found", m))
+        }
+        WebhookOutcome::Unauthorized(m) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", m))
+        }
+        WebhookOutcome::BadRequest(m) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_delivery",
+            m,
+        )),
+        WebhookOutcome::Unavailable(m) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook_unavailable",
+            m,
         )),
     }
 }

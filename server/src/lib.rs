@@ -201,6 +201,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         records: records::RecordIndex::new(http_storage.clone()),
         storage: http_storage,
         phone_region: config.phone_region(),
+        public_url: config.public_url.clone(),
     };
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();

@@ -45,6 +45,7 @@ pub fn bridge_config(
         url,
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
+        hubspot: None,
         google: None,
     }
 }

@@ -49,6 +49,7 @@ fn bridge(id: &str, url: String) -> BridgeConfig {
         url,
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
+        hubspot: None,
         google: None,
     }
 }

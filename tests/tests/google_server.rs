@@ -32,6 +32,7 @@ fn bridge(fake: &GoogleFake) -> BridgeConfig {
         url: String::new(),
         username: None,
         password: None,
+        hubspot: None,
         google: Some(GoogleCalendarConfig {
             calendar_id: CAL.into(),
             client_id,

@@ -45,6 +45,8 @@ mod dav;
 pub mod failpoints;
 mod google;
 pub mod google_watch;
+mod hubspot;
+pub mod hubspot_webhook;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -496,6 +498,11 @@ impl Runner {
                 _ = stop.changed() => return self.stop_channels().await,
                 cmd = commands.recv() => match cmd {
                     Some(Command::Sync { confirm_deletes, reply }) => (confirm_deletes, Some(reply)),
+                    Some(Command::PullSoon) if failures > 0 => {
+                        // While failing, the backoff decides: a webhook storm must not undo it.
+                        self.pull_pending.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     Some(Command::PullSoon) => {
                         // Let the rest of a burst arrive; it joins this pending pull.
                         tokio::select! {

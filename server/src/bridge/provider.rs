@@ -16,6 +16,7 @@ use driftless_client_protocol::DocumentId;
 use super::BridgeError;
 use super::dav::DavProvider;
 use super::google::GoogleProvider;
+use super::hubspot::HubSpotProvider;
 use super::record::Record;
 use super::store::Shadow;
 use crate::config::{BridgeConfig, BridgeKind};
@@ -73,6 +74,7 @@ pub enum DeleteOutcome {
 pub enum Provider {
     Dav(DavProvider),
     Google(Box<GoogleProvider>),
+    HubSpot(Box<HubSpotProvider>),
 }
 
 impl Provider {
@@ -81,6 +83,7 @@ impl Provider {
         Ok(match config.kind {
             BridgeKind::CalDav | BridgeKind::CardDav => Self::Dav(DavProvider::new(config)?),
             BridgeKind::GoogleCalendar => Self::Google(Box::new(GoogleProvider::new(config)?)),
+            BridgeKind::HubSpot => Self::HubSpot(Box::new(HubSpotProvider::new(config)?)),
         })
     }
 
@@ -94,6 +97,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.changes(token, links).await,
             Self::Google(p) => p.changes(token, links).await,
+            Self::HubSpot(p) => p.changes(token, links).await,
         }
     }
 
@@ -103,6 +107,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.translate(raw, existing),
             Self::Google(p) => p.translate(raw),
+            Self::HubSpot(p) => p.translate(raw, existing),
         }
     }
 
@@ -111,6 +116,8 @@ impl Provider {
         match self {
             Self::Dav(_) => super::translate::resource_uid(raw),
             Self::Google(_) => GoogleProvider::uid(raw),
+            // HubSpot ids are stable: nothing to re-match by.
+            Self::HubSpot(_) => None,
         }
     }
 
@@ -119,6 +126,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.created_document(id),
             Self::Google(p) => p.created_document(id),
+            Self::HubSpot(p) => p.created_document(id),
         }
     }
 
@@ -132,6 +140,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.create(doc_id, record).await,
             Self::Google(p) => p.create(doc_id, record).await,
+            Self::HubSpot(p) => p.create(doc_id, record).await,
         }
     }
 
@@ -147,6 +156,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.update(doc_id, id, record, shadow).await,
             Self::Google(p) => p.update(doc_id, id, record, shadow).await,
+            Self::HubSpot(p) => p.update(doc_id, id, record, shadow).await,
         }
     }
 
@@ -160,6 +170,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.delete(doc_id, id, shadow).await,
             Self::Google(p) => p.delete(doc_id, id, shadow).await,
+            Self::HubSpot(p) => p.delete(doc_id, id, shadow).await,
         }
     }
 }

@@ -26,7 +26,9 @@ impl Record {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
                 Self::Event(Box::new(read_event(doc)?))
             }
-            BridgeKind::CardDav => Self::Contact(Box::new(read_contact(doc)?)),
+            BridgeKind::CardDav | BridgeKind::HubSpot => {
+                Self::Contact(Box::new(read_contact(doc)?))
+            }
         })
     }
 
@@ -51,7 +53,9 @@ impl Record {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
                 Self::Event(Box::new(serde_json::from_value(value)?))
             }
-            BridgeKind::CardDav => Self::Contact(Box::new(serde_json::from_value(value)?)),
+            BridgeKind::CardDav | BridgeKind::HubSpot => {
+                Self::Contact(Box::new(serde_json::from_value(value)?))
+            }
         })
     }
 

@@ -1,0 +1,631 @@
+//! A `hubspot` bridge in the real server, against the fake HubSpot CRM: a contact created in
+//! HubSpot becomes a `contact` document an app reads; an app's phone edit reaches HubSpot as one
+//! PATCH of that property; a quiet round writes nothing; an archived contact tombstones its
+//! document (its only link); a create whose answer is lost is adopted, not duplicated; burst rate
+//! limits are backed off inside a round.
+//!
+//! Webhooks: `POST /webhooks/hubspot/{bridge}` with v3 signatures over the URI built from
+//! `public_url` (here a proxy's address, not the test server's, so a signature over the address
+//! the request actually reached is refused); a valid delivery triggers a round without
+//! `/sync`; duplicated and reordered deliveries hint once; refused deliveries change nothing.
+//!
+//! Rounds are driven by `POST /v1/bridges/{id}/sync` (counted by the fake's request log).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use driftless_bridges::hubspot::client::Secret;
+use driftless_bridges::hubspot::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3};
+use driftless_bridges::hubspot::webhook::ObjectType;
+use driftless_client_protocol::DocumentId;
+use driftless_crdt_model::{Contact, ContactPoint, Link, Name};
+use driftless_server::config::{BridgeConfig, BridgeKind, HubSpotAuthConfig, HubSpotBridgeConfig};
+use driftless_tests::TestServer;
+use driftless_tests::dav_bridge::{Api, app_add, app_contact, app_edit_contact, app_open};
+use driftless_tests::fakes::hubspot::{FakeHubSpot, LoggedRequest, TOKEN};
+use driftless_tests::rust_client::RustClient;
+use serde_json::{Value, json};
+
+const BRIDGE: &str = "crm";
+const CONTACT: ObjectType = ObjectType::Contact;
+const ID_PROPERTY: &str = "driftless_id";
+/// The app's client secret: webhook signatures are keyed with it.
+const CLIENT_SECRET: &str = "hubspot-app-client-secret";
+/// Where HubSpot reaches the server (a proxy in front of it, with a path prefix).
+const PUBLIC_URL: &str = "https://driftless.example.com/sync";
+
+fn bridge(fake: &FakeHubSpot, id_property: Option<&str>) -> BridgeConfig {
+    BridgeConfig {
+        id: BRIDGE.into(),
+        kind: BridgeKind::HubSpot,
+        workspace: "default".into(),
+        // Rounds are driven by the test (apart from the one at startup).
+        poll_interval: Duration::from_secs(3600),
+        max_delete_fraction: 1.0,
+        url: String::new(),
+        username: None,
+        password: None,
+        hubspot: Some(HubSpotBridgeConfig {
+            auth: HubSpotAuthConfig::AccessToken(Secret::new(TOKEN)),
+            client_secret: Some(Secret::new(CLIENT_SECRET)),
+            api_base: fake.api_base(),
+            id_property: id_property.map(str::to_owned),
+        }),
+        google: None,
+    }
+}
+
+struct Env {
+    fake: FakeHubSpot,
+    server: TestServer,
+    api: Api,
+}
+
+impl Env {
+    async fn start(id_property: Option<&str>) -> anyhow::Result<Self> {
+        let fake = FakeHubSpot::start().await?;
+        Self::with(fake, id_property).await
+    }
+
+    async fn with(fake: FakeHubSpot, id_property: Option<&str>) -> anyhow::Result<Self> {
+        let config = bridge(&fake, id_property);
+        let server = TestServer::start_with_config(move |c| {
+            c.bridges = vec![config.clone()];
+            c.public_url = Some(PUBLIC_URL.to_owned());
+        })
+        .await?;
+        server.wait_ready(Duration::from_secs(10)).await?;
+        let api = Api::new(server.http_url());
+        Ok(Self { fake, server, api })
+    }
+
+    /// The only contact document (fails on a duplicate).
+    async fn only_contact(&self) -> anyhow::Result<(DocumentId, Value)> {
+        let all = self.api.records("contact").await?;
+        match all.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => bail!("expected exactly one contact, got {}: {all:?}", all.len()),
+        }
+    }
+
+    fn writes(&self) -> Vec<LoggedRequest> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(LoggedRequest::is_write)
+            .collect()
+    }
+
+    /// A round that must pull, push and delete nothing, and send HubSpot no write.
+    async fn quiet_round(&self) -> anyhow::Result<()> {
+        let before = self.fake.write_count();
+        self.api.quiet_round(BRIDGE).await?;
+        let writes = self.writes();
+        if writes.len() != before {
+            bail!("a quiet round wrote to HubSpot: {:?}", &writes[before..]);
+        }
+        Ok(())
+    }
+}
+
+fn phone_values(contact: &Contact) -> Vec<&str> {
+    contact.phones.values().map(|p| p.value.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_hubspot_contact_becomes_a_document_and_app_edits_reach_hubspot_once()
+-> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("lastname", "Doe"),
+            ("email", "jane@example.com"),
+            ("phone", "+1 415 555 0100"),
+            ("jobtitle", "CTO"),
+            ("hs_custom", "kept"),
+        ],
+    );
+    let env = Env::with(fake, None).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+
+    // One document, linked to the HubSpot id, read by a Rust app.
+    let (doc_id, record) = env.only_contact().await?;
+    assert_eq!(record["links"][BRIDGE]["id"], jane.as_str(), "{record}");
+    let mut app = app_open(&env.server.url(), &doc_id, "hubspot-app").await?;
+    let contact = app_contact(&mut app, &doc_id).await?;
+    assert_eq!(contact.name.given.as_deref(), Some("Jane"));
+    assert_eq!(contact.name.family.as_deref(), Some("Doe"));
+    assert_eq!(contact.job_title.as_deref(), Some("CTO"));
+    let emails: Vec<&str> = contact.emails.values().map(|e| e.value.as_str()).collect();
+    assert_eq!(emails, ["jane@example.com"]);
+    assert_eq!(phone_values(&contact), ["+1 415 555 0100"]);
+
+    // Nothing changed anywhere: no writes.
+    env.quiet_round().await?;
+
+    // The app edits the phone: one PATCH carrying only that property.
+    let before = env.fake.write_count();
+    app_edit_contact(&mut app, &doc_id, |c| {
+        if let Some(phone) = c.phones.values_mut().next() {
+            phone.value = "+1 415 555 0199".into();
+        }
+    })
+    .await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    let writes = env.writes();
+    assert_eq!(writes.len(), before + 1, "{:?}", &writes[before..]);
+    let patch = &writes[before];
+    assert_eq!(patch.method, "PATCH");
+    assert!(
+        patch.path.ends_with(&format!("/contacts/{jane}")),
+        "{patch:?}"
+    );
+    assert_eq!(
+        patch.body["properties"],
+        serde_json::json!({"phone": "+1 415 555 0199"}),
+        "only the changed property is sent"
+    );
+    let stored = env.fake.get(CONTACT, &jane).context("jane at HubSpot")?;
+    assert_eq!(stored["phone"], "+1 415 555 0199");
+    assert_eq!(
+        stored["hs_custom"], "kept",
+        "unmapped properties are untouched"
+    );
+
+    // Our own write coming back through the overlapping search is not news.
+    env.quiet_round().await?;
+    env.quiet_round().await?;
+
+    // A HubSpot edit reaches the app.
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CEO")]);
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pulled"], 1, "{report}");
+    let contact = app_contact(&mut app, &doc_id).await?;
+    assert_eq!(contact.job_title.as_deref(), Some("CEO"));
+    assert_eq!(phone_values(&contact), ["+1 415 555 0199"]);
+    env.quiet_round().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_archived_contact_tombstones_its_only_link() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            fake.insert(
+                CONTACT,
+                &[
+                    ("firstname", &format!("Person{i}")),
+                    ("email", &format!("p{i}@example.com")),
+                ],
+            )
+        })
+        .collect();
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    assert_eq!(env.api.records("contact").await?.len(), 3);
+
+    assert!(env.fake.archive(CONTACT, &ids[1]));
+    let before = env.fake.write_count();
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["deleted"], 1, "{report}");
+    assert_eq!(
+        env.fake.write_count(),
+        before,
+        "a removal writes nothing to HubSpot"
+    );
+    let records = env.api.records("contact").await?;
+    let gone: Vec<&Value> = records
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["deleted"] == true)
+        .collect();
+    assert_eq!(gone.len(), 1, "{records:?}");
+    assert_eq!(gone[0]["name"]["given"], "Person1");
+    assert_eq!(gone[0]["links"][BRIDGE]["removed"], true, "{}", gone[0]);
+    assert_eq!(env.api.bridge_status(BRIDGE).await?["linked_records"], 2);
+    // Reported once: the archived listing names it again, but it is no longer linked.
+    env.quiet_round().await?;
+    Ok(())
+}
+
+fn app_contact_doc() -> anyhow::Result<automerge::AutoCommit> {
+    let mut doc = automerge::AutoCommit::new();
+    let contact = Contact {
+        name: Name {
+            full: Some("Ada Lovelace".into()),
+            given: Some("Ada".into()),
+            family: Some("Lovelace".into()),
+            ..Name::default()
+        },
+        emails: [(
+            "e1".to_owned(),
+            ContactPoint {
+                value: "ada@example.com".into(),
+                primary: true,
+                ..ContactPoint::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        links: [(BRIDGE.to_owned(), Link::default())].into_iter().collect(),
+        ..Default::default()
+    };
+    driftless_crdt_model::create_contact(&mut doc, &contact)?;
+    Ok(doc)
+}
+
+/// An app creates a contact; HubSpot stores it but its answer is lost (504): the bridge finds
+/// it (`lookup`) and links it, and later rounds neither import nor create it again.
+async fn lost_create_answer_is_adopted(id_property: Option<&str>) -> anyhow::Result<()> {
+    let env = Env::start(id_property).await?;
+    env.api.sync(BRIDGE).await?;
+    let mut app = RustClient::connect(&env.server.url(), "hubspot-creator").await?;
+    let doc_id = app_add(&mut app, app_contact_doc()?).await?;
+
+    env.fake.lose_create_responses(1);
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+    assert_eq!(
+        env.fake.live_count(CONTACT),
+        1,
+        "exactly one contact at HubSpot"
+    );
+    let creates: Vec<LoggedRequest> = env
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/objects/contacts"))
+        .collect();
+    assert_eq!(
+        creates.len(),
+        1,
+        "the create is not sent again: {creates:?}"
+    );
+    assert_eq!(creates[0].status, 504);
+
+    let (only, record) = env.only_contact().await?;
+    assert_eq!(only, doc_id);
+    let linked = record["links"][BRIDGE]["id"]
+        .as_str()
+        .context("link id")?
+        .to_owned();
+    assert!(!linked.is_empty(), "{record}");
+    let stored = env.fake.get(CONTACT, &linked).context("the contact")?;
+    assert_eq!(stored["email"], "ada@example.com");
+    if let Some(p) = id_property {
+        assert_eq!(stored[p], doc_id.to_string());
+    }
+    env.quiet_round().await?;
+    env.quiet_round().await?;
+    assert_eq!(env.api.records("contact").await?.len(), 1);
+    assert_eq!(env.fake.live_count(CONTACT), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_adopted_by_id_property() -> anyhow::Result<()> {
+    lost_create_answer_is_adopted(Some(ID_PROPERTY)).await
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_adopted_by_email() -> anyhow::Result<()> {
+    lost_create_answer_is_adopted(None).await
+}
+
+#[tokio::test]
+async fn burst_rate_limits_are_backed_off_inside_the_round() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    fake.insert(
+        CONTACT,
+        &[("firstname", "Grace"), ("email", "grace@example.com")],
+    );
+    let env = Env::with(fake, None).await?;
+    env.fake
+        .inject_rate_limit("TEN_SECONDLY_ROLLING", 2, Some(1));
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+    let limited = env
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429)
+        .count();
+    assert_eq!(limited, 2);
+    let (_, record) = env.only_contact().await?;
+    assert_eq!(record["name"]["given"], "Grace");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_daily_limit_ends_the_round_until_the_reset() -> anyhow::Result<()> {
+    let env = Env::start(None).await?;
+    env.api.sync(BRIDGE).await?;
+    env.fake.insert(CONTACT, &[("firstname", "Linus")]);
+    env.fake.inject_rate_limit("DAILY", 1, Some(3600));
+    let (status, answer) = env.api.try_sync(BRIDGE).await?;
+    assert_ne!(status, 200, "{answer}");
+    assert!(
+        answer.to_string().contains("daily request limit"),
+        "{answer}"
+    );
+    // Exactly one request met the limit: no retry storm against a spent daily quota.
+    let limited = env
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429)
+        .count();
+    assert_eq!(limited, 1);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a test delivery is signed.
+struct Signing<'a> {
+    secret: &'a str,
+    /// The URI the signature covers.
+    uri: String,
+    timestamp_ms: i64,
+}
+
+impl Signing<'_> {
+    /// As HubSpot signs: the app's secret, the public URI, now.
+    fn hubspot() -> Self {
+        Signing {
+            secret: CLIENT_SECRET,
+            uri: format!("{PUBLIC_URL}/webhooks/hubspot/{BRIDGE}"),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+impl Env {
+    /// Posts `body` to the bridge's webhook, signed per `signing`; the status and JSON answer.
+    async fn deliver_raw(
+        &self,
+        body: Vec<u8>,
+        signing: &Signing<'_>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let timestamp = signing.timestamp_ms.to_string();
+        let signature = sign_v3(
+            signing.secret.as_bytes(),
+            "POST",
+            &signing.uri,
+            &body,
+            &timestamp,
+        );
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/webhooks/hubspot/{BRIDGE}",
+                self.server.http_url()
+            ))
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header(TIMESTAMP_HEADER, timestamp)
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let answer = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, answer))
+    }
+
+    /// Delivers `events` as HubSpot would (attempt number `attempt`); fails unless accepted.
+    async fn deliver(&self, events: &[Value], attempt: u32) -> anyhow::Result<Value> {
+        let events: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["attemptNumber"] = json!(attempt);
+                e
+            })
+            .collect();
+        let (status, answer) = self
+            .deliver_raw(serde_json::to_vec(&events)?, &Signing::hubspot())
+            .await?;
+        if status != 200 {
+            bail!("delivery refused with {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    fn searches(&self) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/search"))
+            .count()
+    }
+
+    /// Waits (without `/sync`) until the contact of document `id` satisfies `pred`.
+    async fn wait_for(
+        &self,
+        id: &DocumentId,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let record = self.api.record("contact", id).await?;
+            if pred(&record) {
+                return Ok(record);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the webhook did not lead to a round: {record}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn signed_deliveries_trigger_a_round_and_apply_once() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(CONTACT, &[("firstname", "Jane"), ("jobtitle", "CTO")]);
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_contact().await?;
+    let creation = env.fake.take_webhook_events();
+    assert!(!creation.is_empty());
+
+    // A HubSpot edit, announced by a webhook: the document follows without `/sync`.
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CEO")]);
+    let edit = env.fake.take_webhook_events();
+    assert_eq!(edit.len(), 1, "{edit:?}");
+    let answer = env.deliver(&edit, 0).await?;
+    assert_eq!(answer["hints"], 1, "{answer}");
+    env.wait_for(&doc_id, |r| r["job_title"] == "CEO").await?;
+
+    // HubSpot retries the batch, and a duplicate arrives shuffled with an old creation event
+    // the inbox already took: nothing new is hinted.
+    let mut both = creation.clone();
+    both.extend(edit.clone());
+    env.deliver(&creation, 0).await?;
+    let answer = env.deliver(&edit, 1).await?;
+    assert_eq!(answer["hints"], 0, "{answer}");
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    both.reverse();
+    let answer = env.deliver(&both, 3).await?;
+    assert_eq!(answer["hints"], 0, "{answer}");
+
+    // Two edits delivered newest first: the older one is stale, and the document ends with
+    // HubSpot's latest value.
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CFO")]);
+    let older = env.fake.take_webhook_events();
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "COO")]);
+    let newer = env.fake.take_webhook_events();
+    assert_eq!(env.deliver(&newer, 0).await?["hints"], 1);
+    let answer = env.deliver(&older, 0).await?;
+    assert_eq!(answer["hints"], 0, "{answer}");
+    assert_eq!(answer["stale"], 1, "{answer}");
+    env.wait_for(&doc_id, |r| r["job_title"] == "COO").await?;
+
+    // An archived contact announced by webhook is removed by the round it triggers.
+    env.fake.archive(CONTACT, &jane);
+    let deletion = env.fake.take_webhook_events();
+    assert_eq!(env.deliver(&deletion, 0).await?["hints"], 1);
+    env.wait_for(&doc_id, |r| r["deleted"] == true).await?;
+    // The round after settles nothing more.
+    env.quiet_round().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn refused_deliveries_change_nothing() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(CONTACT, &[("firstname", "Jane"), ("jobtitle", "CTO")]);
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    env.fake.take_webhook_events();
+    env.fake.edit(CONTACT, &jane, &[("jobtitle", "CEO")]);
+    let events = env.fake.take_webhook_events();
+    let body = serde_json::to_vec(&events)?;
+    let searches = env.searches();
+
+    let cases = [
+        (
+            "wrong secret",
+            Signing {
+                secret: "not-the-secret",
+                ..Signing::hubspot()
+            },
+            401,
+        ),
+        (
+            "signed over the address it reached, not public_url",
+            Signing {
+                uri: format!("{}/webhooks/hubspot/{BRIDGE}", env.server.http_url()),
+                ..Signing::hubspot()
+            },
+            401,
+        ),
+        (
+            "timestamp older than 5 minutes",
+            Signing {
+                timestamp_ms: now_ms() - 6 * 60 * 1000,
+                ..Signing::hubspot()
+            },
+            401,
+        ),
+    ];
+    for (what, signing, want) in cases {
+        let (status, answer) = env.deliver_raw(body.clone(), &signing).await?;
+        assert_eq!(status, want, "{what}: {answer}");
+    }
+    // The body is not the signed one.
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let signing = Signing::hubspot();
+    let timestamp = signing.timestamp_ms.to_string();
+    let signature = sign_v3(
+        CLIENT_SECRET.as_bytes(),
+        "POST",
+        &signing.uri,
+        &body,
+        &timestamp,
+    );
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/hubspot/{BRIDGE}",
+            env.server.http_url()
+        ))
+        .header(SIGNATURE_HEADER, signature)
+        .header(TIMESTAMP_HEADER, &timestamp)
+        .body(tampered)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    // No headers at all.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/hubspot/{BRIDGE}",
+            env.server.http_url()
+        ))
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    // Signed correctly, but not a delivery.
+    for malformed in [
+        &b"{\"not\": \"an array\"}"[..],
+        b"[{\"subscriptionType\": 7}]",
+        b"[{\"subscriptionType\": \"contact.propertyChange\", \"occurredAt\": 1}]",
+    ] {
+        let (status, answer) = env
+            .deliver_raw(malformed.to_vec(), &Signing::hubspot())
+            .await?;
+        assert_eq!(status, 400, "{answer}");
+    }
+    // Another bridge id.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/webhooks/hubspot/nope", env.server.http_url()))
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 404);
+
+    // No round ran, and the document still has the old value.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.searches(),
+        searches,
+        "a refused delivery triggered a round"
+    );
+    let (doc_id, record) = env.only_contact().await?;
+    assert_eq!(record["job_title"], "CTO");
+    // The inbox remembered none of them: the genuine delivery is news.
+    let answer = env.deliver(&events, 0).await?;
+    assert_eq!(answer["hints"], 1, "{answer}");
+    assert_eq!(answer["duplicates"], 0, "{answer}");
+    env.wait_for(&doc_id, |r| r["job_title"] == "CEO").await?;
+    Ok(())
+}
