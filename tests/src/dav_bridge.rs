@@ -46,6 +46,7 @@ pub fn bridge_config(
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
         google: None,
+        graph: None,
     }
 }
 

@@ -50,6 +50,7 @@ fn bridge(id: &str, url: String) -> BridgeConfig {
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
         google: None,
+        graph: None,
     }
 }
 

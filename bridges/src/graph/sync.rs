@@ -26,7 +26,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
-use super::translate::{EventBundle, EventWrite, key_instant, series_uid};
+use super::translate::{
+    EventBundle, EventWrite, event_from_graph, instance_key, key_instant, series_uid,
+};
 use super::wire::{DeltaPage, DeltaRow};
 
 // ---------------------------------------------------------------------------------------------
@@ -770,6 +772,53 @@ pub fn apply_series(stored: Option<EventBundle>, change: &SeriesChange) -> Optio
         bundle.forget_instance(id);
     }
     Some(bundle)
+}
+
+/// After a complete listing: the series' rule instances that start inside `window` but that Graph
+/// listed neither as an occurrence nor as an exception were deleted (Graph has no EXDATE; a deleted
+/// occurrence simply vanishes from calendarView). Marks their keys cancelled in `bundle` (with no
+/// id: Graph never said it) and returns how many. Only for complete listings: an incremental round
+/// reports deletions as `@removed`, which the probes resolve.
+///
+/// Limitation: an exception moved from inside the window to outside it is not listed either, so
+/// on a first import it reads as cancelled until it is listed again.
+pub fn infer_deleted_occurrences(bundle: &mut EventBundle, window: &Window) -> usize {
+    if !bundle.is_series() {
+        return 0;
+    }
+    let Ok(mut event) = event_from_graph(bundle, "") else {
+        return 0;
+    };
+    // Every instance the rule makes, whatever the bundle already says of it.
+    event.overrides.clear();
+    let options = driftless_crdt_model::recurrence::ExpandOptions::default();
+    let Ok(expansion) = driftless_crdt_model::recurrence::expand(
+        &event,
+        window.start.and_utc(),
+        window.end.and_utc(),
+        &options,
+    ) else {
+        return 0;
+    };
+    if expansion.truncated {
+        return 0; // a partial list proves nothing
+    }
+    let all_day = bundle.is_all_day();
+    let present: BTreeSet<String> = bundle
+        .instances
+        .values()
+        .filter_map(|row| instance_key(row, all_day))
+        .chain(bundle.cancelled.keys().cloned())
+        .collect();
+    let mut inferred = 0;
+    for occurrence in expansion.occurrences {
+        if window.contains_key(&occurrence.key) == Some(true) && !present.contains(&occurrence.key)
+        {
+            bundle.cancelled.insert(occurrence.key, String::new());
+            inferred += 1;
+        }
+    }
+    inferred
 }
 
 /// The bundle to store for `id` after a round: a listed single's row, or the stored series bundle

@@ -41,6 +41,7 @@ mod dav;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 mod google;
+mod graph;
 mod merges;
 pub mod policy;
 pub mod provider;

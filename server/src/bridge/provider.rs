@@ -1,7 +1,8 @@
 //! What the bridge runner asks of a provider, whatever it is: a page of changes since a cursor,
 //! translation of a stored resource to the canonical record, and writes of one record (create
-//! with an idempotency key derived from the document id, update and delete under a
-//! precondition). Each provider (`dav`, `google`) implements these over its own client and
+//! with an idempotency key derived from the document id where the provider lets the client
+//! choose it, update and delete under a
+//! precondition). Each provider (`dav`, `google`, `graph`) implements these over its own client and
 //! wire format; everything else a round does (shadow diffing, the outbox, failed jobs, pending
 //! imports, delete guards, policies) lives once, in the runner (`super`).
 //!
@@ -16,6 +17,7 @@ use driftless_client_protocol::DocumentId;
 use super::BridgeError;
 use super::dav::DavProvider;
 use super::google::GoogleProvider;
+use super::graph::GraphProvider;
 use super::record::Record;
 use super::store::Shadow;
 use crate::config::{BridgeConfig, BridgeKind};
@@ -73,6 +75,7 @@ pub enum DeleteOutcome {
 pub enum Provider {
     Dav(DavProvider),
     Google(Box<GoogleProvider>),
+    Graph(Box<GraphProvider>),
 }
 
 impl Provider {
@@ -81,6 +84,7 @@ impl Provider {
         Ok(match config.kind {
             BridgeKind::CalDav | BridgeKind::CardDav => Self::Dav(DavProvider::new(config)?),
             BridgeKind::GoogleCalendar => Self::Google(Box::new(GoogleProvider::new(config)?)),
+            BridgeKind::MicrosoftGraph => Self::Graph(Box::new(GraphProvider::new(config)?)),
         })
     }
 
@@ -94,6 +98,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.changes(token, links).await,
             Self::Google(p) => p.changes(token, links).await,
+            Self::Graph(p) => p.changes(token, links).await,
         }
     }
 
@@ -103,6 +108,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.translate(raw, existing),
             Self::Google(p) => p.translate(raw),
+            Self::Graph(p) => p.translate(raw),
         }
     }
 
@@ -111,6 +117,7 @@ impl Provider {
         match self {
             Self::Dav(_) => super::translate::resource_uid(raw),
             Self::Google(_) => GoogleProvider::uid(raw),
+            Self::Graph(_) => GraphProvider::uid(raw),
         }
     }
 
@@ -119,6 +126,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.created_document(id),
             Self::Google(p) => p.created_document(id),
+            Self::Graph(p) => p.created_document(id),
         }
     }
 
@@ -132,6 +140,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.create(doc_id, record).await,
             Self::Google(p) => p.create(doc_id, record).await,
+            Self::Graph(p) => p.create(doc_id, record).await,
         }
     }
 
@@ -147,6 +156,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.update(doc_id, id, record, shadow).await,
             Self::Google(p) => p.update(doc_id, id, record, shadow).await,
+            Self::Graph(p) => p.update(doc_id, id, record, shadow).await,
         }
     }
 
@@ -160,6 +170,7 @@ impl Provider {
         match self {
             Self::Dav(p) => p.delete(doc_id, id, shadow).await,
             Self::Google(p) => p.delete(doc_id, id, shadow).await,
+            Self::Graph(p) => p.delete(doc_id, id, shadow).await,
         }
     }
 }
