@@ -241,6 +241,9 @@ pub struct GraphBridgeConfig {
     /// The synced window is `[now - window_past, now + window_future)`.
     pub window_past: Duration,
     pub window_future: Duration,
+    /// The top-level `public_url` (set when the file is loaded): change notifications are
+    /// subscribed to `{public_url}/webhooks/graph/{id}`. `None`: polling only.
+    pub public_url: Option<String>,
 }
 
 /// The keys of a `kind = "google_calendar"` entry. The secrets are read from the environment
@@ -524,6 +527,10 @@ impl Config {
         }
         if let Some(v) = file.bridges {
             config.bridges = parse_bridges(v, env)?;
+        }
+        // Graph subscriptions call back at `public_url`.
+        for graph in config.bridges.iter_mut().filter_map(|b| b.graph.as_mut()) {
+            graph.public_url.clone_from(&config.public_url);
         }
         if let Some(v) = file.policies {
             config.policies = parse_policies(v)?;
@@ -854,6 +861,7 @@ fn parse_bridge(
             api_base,
             window_past,
             window_future,
+            public_url: None,
         });
         (String::new(), None, None, None)
     } else if kind == BridgeKind::GoogleCalendar {

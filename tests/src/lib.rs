@@ -94,6 +94,9 @@ impl TestServer {
         let mut config = driftless_server::Config {
             data_dir,
             max_message_bytes,
+            // What the server is reachable at (the listener is bound already), so a test's
+            // customization can build `public_url` from it.
+            listen: self.addr,
             ..defaults
         };
         if let Some(customize) = &self.customize {

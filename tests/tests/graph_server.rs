@@ -19,6 +19,24 @@ use driftless_tests::dav_bridge::{Api, app_edit_event, app_event, app_open};
 use driftless_tests::fakes::graph::{CLIENT_ID, CLIENT_SECRET, FakeGraph, Logged, REFRESH_TOKEN};
 use serde_json::{Value, json};
 
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const BRIDGE: &str = "outlook";
 
 fn bridge(fake: &FakeGraph) -> BridgeConfig {
@@ -41,6 +59,7 @@ fn bridge(fake: &FakeGraph) -> BridgeConfig {
             api_base: fake.api_base(),
             window_past: Duration::from_secs(30 * 86_400),
             window_future: Duration::from_secs(90 * 86_400),
+            public_url: None,
         }),
     }
 }
@@ -98,6 +117,12 @@ impl Env {
     /// The fake with a daily series (day 2 moved and renamed, day 4 deleted), then driftless
     /// with a bridge to it. Returns the master's id.
     async fn start() -> anyhow::Result<(Self, String)> {
+        Self::start_with(false).await
+    }
+
+    /// As [`Env::start`]; with `webhooks`, the server's own address is its `public_url`, so the
+    /// bridge subscribes to change notifications.
+    async fn start_with(webhooks: bool) -> anyhow::Result<(Self, String)> {
         let fake = FakeGraph::start().await?;
         let master = fake.put_event(daily_series());
         let moved = fake.occurrence_id(&master, &key(day(8)));
@@ -112,8 +137,18 @@ impl Env {
             bail!("the fake did not delete the occurrence");
         }
         let config = bridge(&fake);
-        let server =
-            TestServer::start_with_config(move |c| c.bridges = vec![config.clone()]).await?;
+        let server = TestServer::start_with_config(move |c| {
+            let mut config = config.clone();
+            if webhooks {
+                let public_url = format!("http://{}", c.listen);
+                if let Some(graph) = config.graph.as_mut() {
+                    graph.public_url = Some(public_url.clone());
+                }
+                c.public_url = Some(public_url);
+            }
+            c.bridges = vec![config];
+        })
+        .await?;
         server.wait_ready(Duration::from_secs(10)).await?;
         let api = Api::new(server.http_url());
         Ok((Self { fake, server, api }, master))
@@ -337,5 +372,98 @@ async fn throttling_is_waited_out_within_a_round() -> anyhow::Result<()> {
     );
     let (_, record) = env.only_event().await?;
     assert_eq!(record["title"], "Despite the limits");
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhooks_validate_check_client_state_and_nudge_a_round() -> anyhow::Result<()> {
+    let (env, master) = Env::start_with(true).await?;
+    env.api.sync(BRIDGE).await?;
+
+    // The round subscribed (Graph's validation handshake reached the endpoint).
+    let subs = env.fake.subscriptions();
+    let [sub] = subs.as_slice() else {
+        bail!("expected one subscription, got {subs:?}");
+    };
+    let sub_id = sub["id"].as_str().context("subscription id")?.to_owned();
+    assert_eq!(
+        sub["notificationUrl"],
+        format!("{}/webhooks/graph/{BRIDGE}", env.server.http_url()).as_str()
+    );
+
+    // The handshake itself: the token echoed as plain text.
+    let http = reqwest::Client::new();
+    let url = format!("{}/webhooks/graph/{BRIDGE}", env.server.http_url());
+    let resp = http
+        .post(format!("{url}?validationToken=Validation%3A+abc+123"))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()?
+            .starts_with("text/plain")
+    );
+    assert_eq!(resp.text().await?, "Validation: abc 123");
+
+    let title = |env: &Env| {
+        let api = env.api.clone();
+        async move {
+            let all = api.records("calendar_event").await?;
+            Ok::<_, anyhow::Error>(
+                all.first()
+                    .and_then(|(_, r)| r["title"].as_str().map(str::to_owned)),
+            )
+        }
+    };
+
+    // A forged notification (wrong clientState) is refused and starts nothing.
+    env.fake
+        .patch_event(&master, json!({"subject": "Via webhook"}))
+        .context("patch master")?;
+    let (status, _) = env
+        .fake
+        .deliver_raw(
+            &sub_id,
+            false,
+            json!({"value": [{"subscriptionId": sub_id, "clientState": "guess",
+                               "changeType": "updated", "resource": format!("Users/u/Events/{master}")}]}),
+        )
+        .await?;
+    assert_eq!(status, 403);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(title(&env).await?.as_deref(), Some("Standup"));
+
+    // A genuine one (sent twice, as Graph may) answers at once and nudges a round.
+    for _ in 0..2 {
+        let (status, took) = env
+            .fake
+            .notify(&[(sub_id.as_str(), "updated", master.as_str())])
+            .await?;
+        assert_eq!(status, 202);
+        assert!(took < Duration::from_secs(3), "answered in {took:?}");
+    }
+    let pulled = eventually(Duration::from_secs(10), || async {
+        Ok(title(&env).await?.as_deref() == Some("Via webhook"))
+    })
+    .await?;
+    assert!(pulled, "the notification did not lead to a round");
+
+    // reauthorizationRequired: the next round renews the subscription.
+    env.fake.clear_log();
+    let (status, _) = env
+        .fake
+        .lifecycle(&sub_id, "reauthorizationRequired")
+        .await?;
+    assert_eq!(status, 202);
+    let renewed =
+        eventually(Duration::from_secs(10), || async {
+            Ok(env.fake.requests().iter().any(|r| {
+                r.method == "PATCH" && r.path.ends_with(&format!("/subscriptions/{sub_id}"))
+            }))
+        })
+        .await?;
+    assert!(renewed, "no renewal after reauthorizationRequired");
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
     Ok(())
 }

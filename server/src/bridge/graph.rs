@@ -16,9 +16,19 @@
 //!   `ErrorIrresolvableConflict` hands Graph's current copy back as stale for the runner to merge.
 //!   429/503 wait for `Retry-After` inside the machines.
 //!
+//! - Webhooks (when `public_url` is set): each round first makes sure a change-notification
+//!   subscription on `/me/events` exists and is renewed a day before it expires; its `clientState`
+//!   is a random secret kept in memory ([`GraphHooks`]). `POST /webhooks/graph/{bridge}`
+//!   ([`Bridges::graph_webhook`]) echoes the validation token, checks `clientState` on every
+//!   notification and only nudges the bridge task (bursts coalesce into one round; polling goes
+//!   on); `missed` / `subscriptionRemoved` / `reauthorizationRequired` make the next round renew
+//!   (or recreate) the subscription before its delta round.
+//!
 //! Must not: touch documents or the bridge store (the runner does), or print a secret.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
@@ -30,6 +40,9 @@ use driftless_bridges::graph::sync::{
 use driftless_bridges::graph::translate::{
     EventBundle, event_create_body, event_from_graph, event_writes, series_uid, unwritable_changes,
 };
+use driftless_bridges::graph::webhook::{
+    Hint, MAX_SUBSCRIPTION_MINUTES, subscription_body, triage, validation_token,
+};
 use driftless_bridges::sync::Listed;
 use driftless_client_protocol::DocumentId;
 use driftless_crdt_model::CalendarEvent;
@@ -37,10 +50,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::BridgeError;
 use super::provider::{Changes, DeleteOutcome, Resource, WriteOutcome};
 use super::record::Record;
 use super::store::Shadow;
+use super::{BridgeError, Bridges};
 use crate::config::BridgeConfig;
 
 /// How far the configured window may drift from the stored delta link's before a round starts
@@ -64,8 +77,107 @@ enum Side {
     Write,
 }
 
+/// How long a subscription is asked to live, and how long before its end it is renewed.
+const SUBSCRIPTION_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(3);
+const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// The change-notification subscription of one Graph bridge, shared by its provider (which
+/// creates and renews it) and the webhook endpoint (which checks notifications against it).
+#[derive(Default)]
+pub struct GraphHooks {
+    /// `(subscription id, clientState, expiration)` of the live subscription.
+    current: Mutex<Option<(String, String, chrono::DateTime<Utc>)>>,
+    /// A lifecycle event asked for a renewal (or re-creation) at the next round.
+    renew_now: AtomicBool,
+}
+
+impl std::fmt::Debug for GraphHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GraphHooks { .. }") // never the clientState
+    }
+}
+
+impl GraphHooks {
+    fn current(&self) -> Option<(String, String, chrono::DateTime<Utc>)> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, value: Option<(String, String, chrono::DateTime<Utc>)>) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
+
+    fn client_state_of(&self, subscription: &str) -> Option<String> {
+        self.current()
+            .filter(|(id, _, _)| id == subscription)
+            .map(|(_, state, _)| state)
+    }
+}
+
+/// How `POST /webhooks/graph/{bridge}` answers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WebhookAnswer {
+    /// 200 `text/plain` with the validation token.
+    Echo(String),
+    /// 202: accepted (`hints` of them acted on).
+    Accepted { hints: usize },
+    /// 403: no notification carried this bridge's `clientState`; nothing was done.
+    Forbidden,
+    /// 404: no Graph bridge of that id.
+    NotFound,
+    /// 400: not a notification batch.
+    BadRequest(String),
+}
+
+impl Bridges {
+    /// A call of `POST /webhooks/graph/{id}` (`query`: the URL's query string). Never waits for
+    /// a round: a notification only nudges the bridge task.
+    pub fn graph_webhook(&self, id: &str, query: Option<&str>, body: &[u8]) -> WebhookAnswer {
+        let Some(handle) = self.handles.get(id) else {
+            return WebhookAnswer::NotFound;
+        };
+        let Some(hooks) = &handle.graph_hooks else {
+            return WebhookAnswer::NotFound;
+        };
+        if let Some(token) = query.and_then(validation_token) {
+            return WebhookAnswer::Echo(token);
+        }
+        let batch = match triage(body, &|sub| hooks.client_state_of(sub)) {
+            Ok(batch) => batch,
+            Err(e) => return WebhookAnswer::BadRequest(e.to_string()),
+        };
+        if batch.rejected > 0 {
+            warn!(bridge = %id, rejected = batch.rejected, "Graph notifications with an unknown subscription or a wrong clientState ignored");
+        }
+        if batch.hints.is_empty() {
+            return if batch.rejected > 0 {
+                WebhookAnswer::Forbidden
+            } else {
+                WebhookAnswer::Accepted { hints: 0 }
+            };
+        }
+        let hints: Vec<Hint> = batch.hints.into_values().flatten().collect();
+        if hints
+            .iter()
+            .any(|h| matches!(h, Hint::Resync | Hint::Reauthorize))
+        {
+            info!(bridge = %id, hints = ?hints, "Graph lifecycle event: the subscription is renewed at the next round");
+            hooks.renew_now.store(true, Ordering::SeqCst);
+        }
+        handle.nudge.notify_one();
+        WebhookAnswer::Accepted { hints: hints.len() }
+    }
+}
+
 pub struct GraphProvider {
     bridge: String,
+    hooks: std::sync::Arc<GraphHooks>,
+    public_url: Option<String>,
     client: GraphClient,
     api_base: String,
     window_past: Duration,
@@ -109,11 +221,87 @@ impl GraphProvider {
             GraphClient::new(graph).map_err(|e| anyhow::anyhow!("bridge {}: {e}", config.id))?;
         Ok(Self {
             bridge: config.id.clone(),
+            hooks: std::sync::Arc::default(),
+            public_url: settings.public_url.clone(),
             client,
             api_base: settings.api_base.clone(),
             window_past: settings.window_past,
             window_future: settings.window_future,
         })
+    }
+
+    /// The subscription state the webhook endpoint checks against.
+    pub fn hooks(&self) -> std::sync::Arc<GraphHooks> {
+        self.hooks.clone()
+    }
+
+    /// Makes sure a change-notification subscription exists and is not about to expire.
+    /// Best effort: a failure is logged and polling goes on.
+    async fn maintain_subscription(&self) {
+        let Some(public_url) = &self.public_url else {
+            return;
+        };
+        let now = Utc::now();
+        let renew_now = self.hooks.renew_now.swap(false, Ordering::SeqCst);
+        let expiration = (now + SUBSCRIPTION_LIFETIME)
+            .min(now + chrono::TimeDelta::minutes(MAX_SUBSCRIPTION_MINUTES - 60));
+        let expiration_text = expiration.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match self.hooks.current() {
+            Some((_, _, expires)) if !renew_now && expires - now > RENEW_BEFORE => {}
+            Some((id, state, _)) => {
+                match self.client.renew_subscription(&id, &expiration_text).await {
+                    Ok(_) => {
+                        info!(bridge = %self.bridge, subscription = %id, "Graph subscription renewed");
+                        self.hooks.set(Some((id, state, expiration)));
+                    }
+                    Err(e) => {
+                        warn!(bridge = %self.bridge, subscription = %id, error = %e, "renewing the Graph subscription failed; creating a new one");
+                        self.hooks.set(None);
+                        self.create_subscription(public_url, expiration, &expiration_text)
+                            .await;
+                    }
+                }
+            }
+            None => {
+                self.create_subscription(public_url, expiration, &expiration_text)
+                    .await;
+            }
+        }
+    }
+
+    async fn create_subscription(
+        &self,
+        public_url: &str,
+        expiration: chrono::DateTime<Utc>,
+        expiration_text: &str,
+    ) {
+        let url = format!(
+            "{}/webhooks/graph/{}",
+            public_url.trim_end_matches('/'),
+            self.bridge
+        );
+        let client_state = format!("{:032x}", rand::random::<u128>());
+        let body = subscription_body(
+            "/me/events",
+            &url,
+            Some(&url),
+            &client_state,
+            expiration_text,
+        );
+        match self.client.create_subscription(&body).await {
+            Ok(sub) => match sub.id {
+                Some(id) => {
+                    info!(bridge = %self.bridge, subscription = %id, %url, "Graph subscription created");
+                    self.hooks.set(Some((id, client_state, expiration)));
+                }
+                None => {
+                    warn!(bridge = %self.bridge, "Graph created a subscription without an id; polling only")
+                }
+            },
+            Err(e) => {
+                warn!(bridge = %self.bridge, error = %e, "creating the Graph subscription failed; polling only until the next round");
+            }
+        }
     }
 
     fn err(&self, e: DriveError, side: Side) -> BridgeError {
@@ -218,6 +406,7 @@ impl GraphProvider {
         token: Option<&str>,
         links: &BTreeMap<String, Shadow>,
     ) -> Result<Changes, BridgeError> {
+        self.maintain_subscription().await;
         let (window, delta_link) = self.round_start(token);
         let mut stored: BTreeMap<&str, EventBundle> = BTreeMap::new();
         let mut known = Vec::with_capacity(links.len());

@@ -41,7 +41,7 @@ mod dav;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 mod google;
-mod graph;
+pub mod graph;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -173,6 +173,10 @@ struct Handle {
     config: BridgeConfig,
     shared: Arc<Mutex<Shared>>,
     commands: mpsc::Sender<Command>,
+    /// Wakes the task for a round soon (webhooks); a burst coalesces into one round.
+    nudge: Arc<tokio::sync::Notify>,
+    /// A Graph bridge's subscription state, for `POST /webhooks/graph/{id}`.
+    graph_hooks: Option<Arc<graph::GraphHooks>>,
 }
 
 /// All configured bridges: what the HTTP API talks to.
@@ -251,7 +255,13 @@ impl Bridges {
                 ..Shared::default()
             }));
             let (commands, commands_rx) = mpsc::channel(16);
+            let nudge = Arc::new(tokio::sync::Notify::new());
+            let graph_hooks = match &provider {
+                Provider::Graph(p) => Some(p.hooks()),
+                _ => None,
+            };
             let runner = Runner {
+                nudge: nudge.clone(),
                 config: config.clone(),
                 provider,
                 store: store.clone(),
@@ -268,6 +278,8 @@ impl Bridges {
                     config: config.clone(),
                     shared,
                     commands,
+                    nudge,
+                    graph_hooks,
                 },
             );
         }
@@ -380,6 +392,8 @@ impl Bridges {
 }
 
 struct Runner {
+    /// See [`Handle::nudge`].
+    nudge: Arc<tokio::sync::Notify>,
     config: BridgeConfig,
     provider: Provider,
     store: BridgeStore,
@@ -417,6 +431,7 @@ impl Runner {
                     None => return,
                 },
                 () = tokio::time::sleep_until(next) => (false, None),
+                () = self.nudge.notified() => (false, None),
             };
             lock(&self.shared).state = "syncing";
             let result = self.round(confirm).await;
