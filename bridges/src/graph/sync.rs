@@ -1225,6 +1225,50 @@ mod tests {
     }
 
     #[test]
+    fn rule_instances_missing_from_a_complete_listing_are_deleted_occurrences() {
+        let master = json!({
+            "id": "M", "type": "seriesMaster", "subject": "Standup",
+            "start": {"dateTime": "2026-11-16T08:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-16T08:15:00.0000000", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "daily", "interval": 1},
+                "range": {"type": "numbered", "startDate": "2026-11-16", "numberOfOccurrences": 5}
+            }
+        });
+        let occurrence = |day: u32| {
+            json!({"id": format!("O{day}"), "type": "occurrence", "seriesMasterId": "M",
+                   "start": {"dateTime": format!("2026-11-{day}T08:00:00.0000000"), "timeZone": "UTC"},
+                   "end": {"dateTime": format!("2026-11-{day}T08:15:00.0000000"), "timeZone": "UTC"}})
+        };
+        let mut bundle = EventBundle::single(master);
+        bundle.put_instance(occurrence(16));
+        bundle.put_instance(occurrence(19));
+        // Moved to the afternoon: listed under its original start.
+        bundle.put_instance(
+            json!({"id": "X17", "type": "exception", "seriesMasterId": "M",
+            "subject": "Standup (late)",
+            "originalStart": "2026-11-17T08:00:00Z",
+            "start": {"dateTime": "2026-11-17T15:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-17T15:15:00.0000000", "timeZone": "UTC"}}),
+        );
+        // The window ends before the 20th: only the 18th is missing inside it.
+        let window = Window {
+            start: NaiveDateTime::parse_from_str("2026-11-01T00:00:00", "%Y-%m-%dT%H:%M:%S")
+                .unwrap(),
+            end: NaiveDateTime::parse_from_str("2026-11-20T00:00:00", "%Y-%m-%dT%H:%M:%S").unwrap(),
+        };
+        assert_eq!(infer_deleted_occurrences(&mut bundle, &window), 1);
+        let cancelled: Vec<&str> = bundle.cancelled.keys().map(String::as_str).collect();
+        assert_eq!(cancelled, vec!["20261118T080000Z"]);
+        // Idempotent, and nothing for a single event.
+        assert_eq!(infer_deleted_occurrences(&mut bundle, &window), 0);
+        let mut single = EventBundle::single(json!({"id": "S", "subject": "x",
+            "start": {"dateTime": "2026-11-16T08:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-16T09:00:00.0000000", "timeZone": "UTC"}}));
+        assert_eq!(infer_deleted_occurrences(&mut single, &window), 0);
+    }
+
+    #[test]
     fn links_are_followed_verbatim_and_the_last_row_wins() {
         let mut round = DeltaRound::new(INITIAL.into(), None, retry());
         assert_eq!(round.start().request, url(INITIAL));
