@@ -8,6 +8,9 @@ use driftless_bridges::google::client::{
     DEFAULT_API_BASE as GOOGLE_API_BASE, DEFAULT_TOKEN_URL as GOOGLE_TOKEN_URL,
     Secret as GoogleSecret,
 };
+use driftless_bridges::graph::client::{
+    DEFAULT_API_BASE as GRAPH_API_BASE, DEFAULT_TOKEN_URL as GRAPH_TOKEN_URL,
+};
 use driftless_bridges::hubspot::client::{
     DEFAULT_API_BASE as HUBSPOT_API_BASE, DEFAULT_TOKEN_URL as HUBSPOT_TOKEN_URL,
     Secret as HubSpotSecret,
@@ -112,7 +115,9 @@ pub fn policy_fields(record_type: &str) -> Option<&'static [&'static str]> {
 /// The record type a bridge of `kind` syncs.
 pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
     match kind {
-        BridgeKind::CalDav | BridgeKind::GoogleCalendar => driftless_crdt_model::CALENDAR_EVENT,
+        BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
+            driftless_crdt_model::CALENDAR_EVENT
+        }
         BridgeKind::CardDav | BridgeKind::HubSpot => driftless_crdt_model::CONTACT,
     }
 }
@@ -190,6 +195,8 @@ pub enum BridgeKind {
     GoogleCalendar,
     /// HubSpot CRM contacts.
     HubSpot,
+    /// Microsoft Graph calendar events (`calendarView/delta`) of one mailbox.
+    MicrosoftGraph,
 }
 
 impl BridgeKind {
@@ -199,6 +206,7 @@ impl BridgeKind {
             Self::CardDav => "carddav",
             Self::GoogleCalendar => "google_calendar",
             Self::HubSpot => "hubspot",
+            Self::MicrosoftGraph => "microsoft_graph",
         }
     }
 }
@@ -222,6 +230,8 @@ pub struct BridgeConfig {
     pub google: Option<GoogleCalendarConfig>,
     /// The settings of a `hubspot` bridge (`None` for other kinds).
     pub hubspot: Option<HubSpotBridgeConfig>,
+    /// The settings of a `microsoft_graph` bridge (`None` for other kinds).
+    pub graph: Option<GraphBridgeConfig>,
 }
 
 /// How a `hubspot` bridge authenticates: a private app's token, or OAuth.
@@ -250,6 +260,27 @@ pub struct HubSpotBridgeConfig {
     /// A unique-value contact property holding the driftless document id (`id_property`):
     /// exact lookups after a lost create answer. Without it the lookup searches by email.
     pub id_property: Option<String>,
+}
+
+/// The keys of a `kind = "microsoft_graph"` entry. The mailbox is the user the refresh token
+/// was issued for (`/me`), the calendar its default calendar; the secrets are read from the
+/// environment variables the entry names and their `Debug` is `<redacted>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphBridgeConfig {
+    pub client_id: String,
+    /// `None` for a public client (no `client_secret_env`).
+    pub client_secret: Option<GoogleSecret>,
+    pub refresh_token: GoogleSecret,
+    /// The OAuth2 token endpoint (default: the `common` tenant's v2.0 endpoint).
+    pub token_url: String,
+    /// The Graph root (default: `https://graph.microsoft.com/v1.0`).
+    pub api_base: String,
+    /// The synced window is `[now - window_past, now + window_future)`.
+    pub window_past: Duration,
+    pub window_future: Duration,
+    /// The top-level `public_url` (set when the file is loaded): change notifications are
+    /// subscribed to `{public_url}/webhooks/graph/{id}`. `None`: polling only.
+    pub public_url: Option<String>,
 }
 
 /// The keys of a `kind = "google_calendar"` entry. The secrets are read from the environment
@@ -534,6 +565,10 @@ impl Config {
         if let Some(v) = file.bridges {
             config.bridges = parse_bridges(v, env)?;
         }
+        // Graph subscriptions call back at `public_url`.
+        for graph in config.bridges.iter_mut().filter_map(|b| b.graph.as_mut()) {
+            graph.public_url.clone_from(&config.public_url);
+        }
         if let Some(v) = file.policies {
             config.policies = parse_policies(v)?;
             validate_policies(&config.policies, &config.bridges)?;
@@ -760,12 +795,13 @@ fn parse_bridge(
         "carddav" => BridgeKind::CardDav,
         "google_calendar" => BridgeKind::GoogleCalendar,
         "hubspot" => BridgeKind::HubSpot,
-        "microsoft_graph" | "salesforce" => {
+        "microsoft_graph" => BridgeKind::MicrosoftGraph,
+        "salesforce" => {
             return Err(err(
                 "kind",
                 format!(
                     "`{kind_text}` bridges are not supported yet (supported: caldav, carddav, \
-                     google_calendar, hubspot)"
+                     google_calendar, microsoft_graph, hubspot)"
                 ),
             ));
         }
@@ -797,7 +833,77 @@ fn parse_bridge(
             })?,
     };
     let mut hubspot = None;
-    let (url, username, password, google) = if kind == BridgeKind::HubSpot {
+    let mut graph = None;
+    let (url, username, password, google) = if kind == BridgeKind::MicrosoftGraph {
+        let mut required = |key: &str| -> Result<String, ConfigError> {
+            let value = string(key, true)?.unwrap_or_default();
+            if value.is_empty() {
+                return Err(err(key, "must not be empty".into()));
+            }
+            Ok(value)
+        };
+        let client_id = required("client_id")?;
+        let refresh_token_env = required("refresh_token_env")?;
+        let client_secret_env = string("client_secret_env", false)?;
+        let mut endpoint = |key: &str, default: &str| -> Result<String, ConfigError> {
+            let value = string(key, false)?.unwrap_or_else(|| default.to_owned());
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(err(
+                    key,
+                    format!("`{value}` must be an http:// or https:// URL"),
+                ));
+            }
+            Ok(value)
+        };
+        let token_url = endpoint("token_url", GRAPH_TOKEN_URL)?;
+        let api_base = endpoint("api_base", GRAPH_API_BASE)?;
+        let mut window = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            match string(key, false)? {
+                None => Ok(default),
+                Some(s) => parse_duration(&s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        err(
+                            key,
+                            format!("`{s}` is not a positive duration like \"90d\""),
+                        )
+                    }),
+            }
+        };
+        let window_past = window("window_past", Duration::from_secs(30 * 86_400))?;
+        let window_future = window("window_future", Duration::from_secs(365 * 86_400))?;
+        // Only the variable's name is ever shown, never its value.
+        let secret = |key: &str, var: &str| {
+            env(var)
+                .filter(|v| !v.is_empty())
+                .map(GoogleSecret::new)
+                .ok_or_else(|| {
+                    err(
+                        key,
+                        format!("environment variable {var} is not set (or empty)"),
+                    )
+                })
+        };
+        let client_secret = match client_secret_env {
+            Some(var) if var.is_empty() => {
+                return Err(err("client_secret_env", "must not be empty".into()));
+            }
+            Some(var) => Some(secret("client_secret_env", &var)?),
+            None => None,
+        };
+        graph = Some(GraphBridgeConfig {
+            client_id,
+            client_secret,
+            refresh_token: secret("refresh_token_env", &refresh_token_env)?,
+            token_url,
+            api_base,
+            window_past,
+            window_future,
+            public_url: None,
+        });
+        (String::new(), None, None, None)
+    } else if kind == BridgeKind::HubSpot {
         // Only a variable's name is ever shown, never its value.
         let secret = |key: &str, var: &str| {
             env(var)
@@ -1001,6 +1107,7 @@ fn parse_bridge(
         password,
         google,
         hubspot,
+        graph,
     })
 }
 
@@ -1069,7 +1176,7 @@ fn expect_str<'v>(key: &'static str, value: &'v toml::Value) -> Result<&'v str, 
     })
 }
 
-/// Parses "500ms", "30s", "5m", "1h": a whole number and one unit.
+/// Parses "500ms", "30s", "5m", "1h", "90d": a whole number and one unit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
@@ -1089,8 +1196,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => seconds(1),
         "m" => seconds(60),
         "h" => seconds(3600),
+        "d" => seconds(86_400),
         _ => Err(format!(
-            "`{s}` has unknown unit `{unit}`; use ms, s, m or h"
+            "`{s}` has unknown unit `{unit}`; use ms, s, m, h or d"
         )),
     }
 }
@@ -1693,12 +1801,102 @@ api_base = "http://127.0.0.1:9"
     }
 
     #[test]
+    fn microsoft_graph_bridges_read_their_secrets_from_env() {
+        let text = r#"
+[[bridges]]
+id = "outlook"
+kind = "microsoft_graph"
+client_id = "client-1"
+client_secret_env = "M_SECRET"
+refresh_token_env = "M_REFRESH"
+api_base = "http://127.0.0.1:9/v1.0"
+window_past = "7d"
+"#;
+        let env = |name: &str| match name {
+            "M_SECRET" => Some("s3cr3t-value".to_owned()),
+            "M_REFRESH" => Some("r3fr3sh-value".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_toml_str_env(text, &env).unwrap();
+        let [bridge] = config.bridges.as_slice() else {
+            panic!("{:?}", config.bridges)
+        };
+        assert_eq!(bridge.kind, BridgeKind::MicrosoftGraph);
+        assert_eq!(bridge_record_type(bridge.kind), "calendar_event");
+        let graph = bridge.graph.as_ref().unwrap();
+        assert_eq!(graph.client_id, "client-1");
+        assert_eq!(
+            graph.client_secret.as_ref().map(GoogleSecret::expose),
+            Some("s3cr3t-value")
+        );
+        assert_eq!(graph.refresh_token.expose(), "r3fr3sh-value");
+        assert_eq!(graph.api_base, "http://127.0.0.1:9/v1.0");
+        assert_eq!(graph.token_url, GRAPH_TOKEN_URL);
+        assert_eq!(graph.window_past, Duration::from_secs(7 * 86_400));
+        assert_eq!(graph.window_future, Duration::from_secs(365 * 86_400));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("r3fr3sh"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_microsoft_graph_entries_name_the_entry_and_key() {
+        let base = [
+            ("client_id", "\"c\""),
+            ("client_secret_env", "\"M_SECRET\""),
+            ("refresh_token_env", "\"M_REFRESH\""),
+        ];
+        let entry = |skip: &str, extra: &str| {
+            let mut text = "[[bridges]]\nid = \"g\"\nkind = \"microsoft_graph\"\n".to_owned();
+            for (k, v) in base {
+                if k != skip {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            text.push_str(extra);
+            text
+        };
+        let env = |name: &str| (name == "M_SECRET" || name == "M_REFRESH").then(|| "x".to_owned());
+        // A public client needs no secret.
+        assert!(Config::from_toml_str_env(&entry("client_secret_env", ""), &env).is_ok());
+        let cases = [
+            (entry("client_id", ""), "client_id"),
+            (entry("refresh_token_env", ""), "refresh_token_env"),
+            (
+                entry("client_secret_env", "client_secret_env = \"UNSET\"\n"),
+                "client_secret_env",
+            ),
+            (entry("", "api_base = \"ftp://x/\"\n"), "api_base"),
+            (entry("", "token_url = 7\n"), "token_url"),
+            (entry("", "window_past = \"soon\"\n"), "window_past"),
+            (entry("", "window_future = \"0s\"\n"), "window_future"),
+            (entry("", "calendar_id = \"primary\"\n"), "calendar_id"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml_str_env(&text, &env).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Bridge { index: 0, key: k, .. } if k == key),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains("`g`") || msg.contains("\"g\""), "{msg}");
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "ms", "5", "1.5s", "5d", "-1s", "99999999999999999999h"] {
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
+        for bad in ["", "ms", "5", "1.5s", "5w", "-1s", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

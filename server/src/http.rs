@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/calendar/occurrences", get(get_occurrences))
         .route("/webhooks/google/{bridge}", post(post_google_webhook))
         .route("/webhooks/hubspot/{id}", post(post_hubspot_webhook))
+        .route("/webhooks/graph/{id}", post(post_graph_webhook))
         .fallback(fallback)
         .with_state(state)
 }
@@ -678,6 +679,42 @@ async fn get_occurrences(
             e.to_string(),
         ),
     })
+}
+
+/// `POST /webhooks/graph/{bridge}`: Graph's change notifications (no bearer token: each
+/// notification carries the subscription's `clientState`, checked by the bridge). Answers at once;
+/// a notification only asks the bridge task for a round (`Bridges::pull_soon`).
+async fn post_graph_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::bridge::graph::WebhookAnswer;
+    match state.bridges.graph_webhook(&id, uri.query(), &body) {
+        WebhookAnswer::Echo(token) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            token,
+        )
+            .into_response(),
+        WebhookAnswer::Accepted { .. } => StatusCode::ACCEPTED.into_response(),
+        WebhookAnswer::Forbidden => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_client_state",
+            format!("bridge {id}: no notification carried this bridge's clientState"),
+        )
+        .into_response(),
+        WebhookAnswer::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "bridge_not_found",
+            format!("no microsoft_graph bridge {id}"),
+        )
+        .into_response(),
+        WebhookAnswer::BadRequest(message) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_notification", message).into_response()
+        }
+    }
 }
 
 /// Upgrades to a WebSocket on any unrouted path; anything else is a JSON 404.

@@ -47,6 +47,7 @@ pub fn bridge_config(
         password: Some(PASSWORD.into()),
         hubspot: None,
         google: None,
+        graph: None,
     }
 }
 

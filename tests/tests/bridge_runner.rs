@@ -51,6 +51,7 @@ fn bridge(id: &str, url: String) -> BridgeConfig {
         password: Some(PASSWORD.into()),
         hubspot: None,
         google: None,
+        graph: None,
     }
 }
 

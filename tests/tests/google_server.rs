@@ -41,6 +41,7 @@ fn bridge(fake: &GoogleFake) -> BridgeConfig {
             token_url: fake.token_url(),
             api_base: fake.api_base(),
         }),
+        graph: None,
     }
 }
 

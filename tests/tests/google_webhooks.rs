@@ -41,6 +41,7 @@ fn bridge(fake: &GoogleFake) -> BridgeConfig {
             api_base: fake.api_base(),
         }),
         hubspot: None,
+        graph: None,
     }
 }
 

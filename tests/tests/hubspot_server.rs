@@ -52,6 +52,7 @@ fn bridge(fake: &FakeHubSpot, id_property: Option<&str>) -> BridgeConfig {
             id_property: id_property.map(str::to_owned),
         }),
         google: None,
+        graph: None,
     }
 }
 

@@ -222,20 +222,25 @@ impl GraphClient {
             .rotated_refresh
             .clone()
             .unwrap_or_else(|| self.config.refresh_token.clone());
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "refresh_token")
-            .append_pair("refresh_token", &refresh)
-            .append_pair("client_id", &self.config.client_id)
-            .append_pair("scope", &self.config.scope);
-        if let Some(secret) = &self.config.client_secret {
-            form.append_pair("client_secret", secret);
-        }
+        // Built before the first await: the serializer is not `Send`, and the server runs
+        // this future on a multi-threaded runtime.
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", &refresh)
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("scope", &self.config.scope);
+            if let Some(secret) = &self.config.client_secret {
+                form.append_pair("client_secret", secret);
+            }
+            form.finish()
+        };
         let token_url = self.config.token_url.clone();
         let response = self
             .http
             .post(&token_url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form.finish())
+            .body(form)
             .send()
             .await
             .map_err(|source| GraphError::Transport {

@@ -26,7 +26,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
-use super::translate::{EventBundle, EventWrite, key_instant, series_uid};
+use super::translate::{
+    EventBundle, EventWrite, event_from_graph, instance_key, key_instant, series_uid,
+};
 use super::wire::{DeltaPage, DeltaRow};
 
 // ---------------------------------------------------------------------------------------------
@@ -772,6 +774,53 @@ pub fn apply_series(stored: Option<EventBundle>, change: &SeriesChange) -> Optio
     Some(bundle)
 }
 
+/// After a complete listing: the series' rule instances that start inside `window` but that Graph
+/// listed neither as an occurrence nor as an exception were deleted (Graph has no EXDATE; a deleted
+/// occurrence simply vanishes from calendarView). Marks their keys cancelled in `bundle` (with no
+/// id: Graph never said it) and returns how many. Only for complete listings: an incremental round
+/// reports deletions as `@removed`, which the probes resolve.
+///
+/// Limitation: an exception moved from inside the window to outside it is not listed either, so
+/// on a first import it reads as cancelled until it is listed again.
+pub fn infer_deleted_occurrences(bundle: &mut EventBundle, window: &Window) -> usize {
+    if !bundle.is_series() {
+        return 0;
+    }
+    let Ok(mut event) = event_from_graph(bundle, "") else {
+        return 0;
+    };
+    // Every instance the rule makes, whatever the bundle already says of it.
+    event.overrides.clear();
+    let options = driftless_crdt_model::recurrence::ExpandOptions::default();
+    let Ok(expansion) = driftless_crdt_model::recurrence::expand(
+        &event,
+        window.start.and_utc(),
+        window.end.and_utc(),
+        &options,
+    ) else {
+        return 0;
+    };
+    if expansion.truncated {
+        return 0; // a partial list proves nothing
+    }
+    let all_day = bundle.is_all_day();
+    let present: BTreeSet<String> = bundle
+        .instances
+        .values()
+        .filter_map(|row| instance_key(row, all_day))
+        .chain(bundle.cancelled.keys().cloned())
+        .collect();
+    let mut inferred = 0;
+    for occurrence in expansion.occurrences {
+        if window.contains_key(&occurrence.key) == Some(true) && !present.contains(&occurrence.key)
+        {
+            bundle.cancelled.insert(occurrence.key, String::new());
+            inferred += 1;
+        }
+    }
+    inferred
+}
+
 /// The bundle to store for `id` after a round: a listed single's row, or the stored series bundle
 /// (`stored`) with the round's news applied. `None` when the round says nothing about `id`.
 pub fn bundle_after(
@@ -1173,6 +1222,50 @@ mod tests {
             kind: ItemKind::Event,
             id: id.into(),
         }
+    }
+
+    #[test]
+    fn rule_instances_missing_from_a_complete_listing_are_deleted_occurrences() {
+        let master = json!({
+            "id": "M", "type": "seriesMaster", "subject": "Standup",
+            "start": {"dateTime": "2026-11-16T08:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-16T08:15:00.0000000", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "daily", "interval": 1},
+                "range": {"type": "numbered", "startDate": "2026-11-16", "numberOfOccurrences": 5}
+            }
+        });
+        let occurrence = |day: u32| {
+            json!({"id": format!("O{day}"), "type": "occurrence", "seriesMasterId": "M",
+                   "start": {"dateTime": format!("2026-11-{day}T08:00:00.0000000"), "timeZone": "UTC"},
+                   "end": {"dateTime": format!("2026-11-{day}T08:15:00.0000000"), "timeZone": "UTC"}})
+        };
+        let mut bundle = EventBundle::single(master);
+        bundle.put_instance(occurrence(16));
+        bundle.put_instance(occurrence(19));
+        // Moved to the afternoon: listed under its original start.
+        bundle.put_instance(
+            json!({"id": "X17", "type": "exception", "seriesMasterId": "M",
+            "subject": "Standup (late)",
+            "originalStart": "2026-11-17T08:00:00Z",
+            "start": {"dateTime": "2026-11-17T15:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-17T15:15:00.0000000", "timeZone": "UTC"}}),
+        );
+        // The window ends before the 20th: only the 18th is missing inside it.
+        let window = Window {
+            start: NaiveDateTime::parse_from_str("2026-11-01T00:00:00", "%Y-%m-%dT%H:%M:%S")
+                .unwrap(),
+            end: NaiveDateTime::parse_from_str("2026-11-20T00:00:00", "%Y-%m-%dT%H:%M:%S").unwrap(),
+        };
+        assert_eq!(infer_deleted_occurrences(&mut bundle, &window), 1);
+        let cancelled: Vec<&str> = bundle.cancelled.keys().map(String::as_str).collect();
+        assert_eq!(cancelled, vec!["20261118T080000Z"]);
+        // Idempotent, and nothing for a single event.
+        assert_eq!(infer_deleted_occurrences(&mut bundle, &window), 0);
+        let mut single = EventBundle::single(json!({"id": "S", "subject": "x",
+            "start": {"dateTime": "2026-11-16T08:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-16T09:00:00.0000000", "timeZone": "UTC"}}));
+        assert_eq!(infer_deleted_occurrences(&mut single, &window), 0);
     }
 
     #[test]

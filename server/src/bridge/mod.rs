@@ -45,6 +45,7 @@ mod dav;
 pub mod failpoints;
 mod google;
 pub mod google_watch;
+pub mod graph;
 mod hubspot;
 pub mod hubspot_webhook;
 mod merges;
@@ -192,6 +193,8 @@ struct Handle {
     pull_pending: Arc<AtomicBool>,
     /// Push channels (google_calendar bridges with `public_url`).
     google_watch: Option<Arc<google_watch::GoogleWatch>>,
+    /// A Graph bridge's subscription state, for `POST /webhooks/graph/{id}`.
+    graph_hooks: Option<Arc<graph::GraphHooks>>,
 }
 
 /// All configured bridges: what the HTTP API talks to.
@@ -285,6 +288,10 @@ impl Bridges {
                 )),
                 _ => None,
             };
+            let graph_hooks = match &provider {
+                Provider::Graph(p) => Some(p.hooks()),
+                _ => None,
+            };
             let runner = Runner {
                 pull_pending: pull_pending.clone(),
                 google_watch: google_watch.clone(),
@@ -306,6 +313,7 @@ impl Bridges {
                     commands,
                     pull_pending,
                     google_watch,
+                    graph_hooks,
                 },
             );
         }

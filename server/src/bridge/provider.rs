@@ -1,7 +1,8 @@
 //! What the bridge runner asks of a provider, whatever it is: a page of changes since a cursor,
 //! translation of a stored resource to the canonical record, and writes of one record (create
-//! with an idempotency key derived from the document id, update and delete under a
-//! precondition). Each provider (`dav`, `google`) implements these over its own client and
+//! with an idempotency key derived from the document id where the provider lets the client
+//! choose it, update and delete under a
+//! precondition). Each provider (`dav`, `google`, `graph`) implements these over its own client and
 //! wire format; everything else a round does (shadow diffing, the outbox, failed jobs, pending
 //! imports, delete guards, policies) lives once, in the runner (`super`).
 //!
@@ -16,6 +17,7 @@ use driftless_client_protocol::DocumentId;
 use super::BridgeError;
 use super::dav::DavProvider;
 use super::google::GoogleProvider;
+use super::graph::GraphProvider;
 use super::hubspot::HubSpotProvider;
 use super::record::Record;
 use super::store::Shadow;
@@ -75,6 +77,7 @@ pub enum Provider {
     Dav(DavProvider),
     Google(Box<GoogleProvider>),
     HubSpot(Box<HubSpotProvider>),
+    Graph(Box<GraphProvider>),
 }
 
 impl Provider {
@@ -84,6 +87,7 @@ impl Provider {
             BridgeKind::CalDav | BridgeKind::CardDav => Self::Dav(DavProvider::new(config)?),
             BridgeKind::GoogleCalendar => Self::Google(Box::new(GoogleProvider::new(config)?)),
             BridgeKind::HubSpot => Self::HubSpot(Box::new(HubSpotProvider::new(config)?)),
+            BridgeKind::MicrosoftGraph => Self::Graph(Box::new(GraphProvider::new(config)?)),
         })
     }
 
@@ -98,6 +102,7 @@ impl Provider {
             Self::Dav(p) => p.changes(token, links).await,
             Self::Google(p) => p.changes(token, links).await,
             Self::HubSpot(p) => p.changes(token, links).await,
+            Self::Graph(p) => p.changes(token, links).await,
         }
     }
 
@@ -108,6 +113,7 @@ impl Provider {
             Self::Dav(p) => p.translate(raw, existing),
             Self::Google(p) => p.translate(raw),
             Self::HubSpot(p) => p.translate(raw, existing),
+            Self::Graph(p) => p.translate(raw),
         }
     }
 
@@ -118,6 +124,7 @@ impl Provider {
             Self::Google(_) => GoogleProvider::uid(raw),
             // HubSpot ids are stable: nothing to re-match by.
             Self::HubSpot(_) => None,
+            Self::Graph(_) => GraphProvider::uid(raw),
         }
     }
 
@@ -127,6 +134,7 @@ impl Provider {
             Self::Dav(p) => p.created_document(id),
             Self::Google(p) => p.created_document(id),
             Self::HubSpot(p) => p.created_document(id),
+            Self::Graph(p) => p.created_document(id),
         }
     }
 
@@ -141,6 +149,7 @@ impl Provider {
             Self::Dav(p) => p.create(doc_id, record).await,
             Self::Google(p) => p.create(doc_id, record).await,
             Self::HubSpot(p) => p.create(doc_id, record).await,
+            Self::Graph(p) => p.create(doc_id, record).await,
         }
     }
 
@@ -157,6 +166,7 @@ impl Provider {
             Self::Dav(p) => p.update(doc_id, id, record, shadow).await,
             Self::Google(p) => p.update(doc_id, id, record, shadow).await,
             Self::HubSpot(p) => p.update(doc_id, id, record, shadow).await,
+            Self::Graph(p) => p.update(doc_id, id, record, shadow).await,
         }
     }
 
@@ -171,6 +181,7 @@ impl Provider {
             Self::Dav(p) => p.delete(doc_id, id, shadow).await,
             Self::Google(p) => p.delete(doc_id, id, shadow).await,
             Self::HubSpot(p) => p.delete(doc_id, id, shadow).await,
+            Self::Graph(p) => p.delete(doc_id, id, shadow).await,
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum Record {
 impl Record {
     pub fn read<D: ReadDoc>(kind: BridgeKind, doc: &D) -> Result<Self, ReadError> {
         Ok(match kind {
-            BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
+            BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
                 Self::Event(Box::new(read_event(doc)?))
             }
             BridgeKind::CardDav | BridgeKind::HubSpot => {
@@ -50,7 +50,7 @@ impl Record {
         value: serde_json::Value,
     ) -> Result<Self, serde_json::Error> {
         Ok(match kind {
-            BridgeKind::CalDav | BridgeKind::GoogleCalendar => {
+            BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
                 Self::Event(Box::new(serde_json::from_value(value)?))
             }
             BridgeKind::CardDav | BridgeKind::HubSpot => {

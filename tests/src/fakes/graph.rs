@@ -57,6 +57,8 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
+    /// The `If-Match` header, when sent.
+    pub if_match: Option<String>,
     pub status: u16,
 }
 
@@ -726,6 +728,11 @@ async fn gate(State(s): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
+    let if_match = req
+        .headers()
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let is_api = path.starts_with("/v1.0/");
     let early = {
         let mut st = lock(&s);
@@ -765,6 +772,7 @@ async fn gate(State(s): State<Shared>, req: Request, next: Next) -> Response {
         method,
         path,
         query,
+        if_match,
         status: resp.status().as_u16(),
     });
     resp
