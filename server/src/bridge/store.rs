@@ -188,22 +188,31 @@ impl BridgeStore {
         definition: TableDefinition<(&str, &str), &[u8]>,
         bridge: &str,
     ) -> Result<BTreeMap<String, Shadow>, StoreError> {
+        self.json_rows(definition, bridge, |href, source| StoreError::Corrupt {
+            bridge: bridge.to_owned(),
+            href: href.to_owned(),
+            source,
+        })
+    }
+
+    /// Every row of `bridge` in a `(bridge, key) -> JSON` table, decoded, by key.
+    fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        definition: TableDefinition<(&str, &str), &[u8]>,
+        bridge: &str,
+        corrupt: impl Fn(&str, serde_json::Error) -> StoreError,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
         let txn = self.storage.database().begin_read().map_err(db)?;
         let table = txn.open_table(definition).map_err(db)?;
         let mut out = BTreeMap::new();
         for entry in table.range((bridge, "")..).map_err(db)? {
             let (key, value) = entry.map_err(db)?;
-            let (b, href) = key.value();
+            let (b, row) = key.value();
             if b != bridge {
                 break;
             }
-            let shadow: Shadow =
-                serde_json::from_slice(value.value()).map_err(|source| StoreError::Corrupt {
-                    bridge: bridge.to_owned(),
-                    href: href.to_owned(),
-                    source,
-                })?;
-            out.insert(href.to_owned(), shadow);
+            let decoded = serde_json::from_slice(value.value()).map_err(|e| corrupt(row, e))?;
+            out.insert(row.to_owned(), decoded);
         }
         Ok(out)
     }
@@ -222,12 +231,7 @@ impl BridgeStore {
             for op in ops {
                 match op {
                     LinkOp::Put { href, shadow } => {
-                        let bytes =
-                            serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
-                                bridge: bridge.to_owned(),
-                                href: href.clone(),
-                                source,
-                            })?;
+                        let bytes = encode_shadow(bridge, href, shadow)?;
                         links
                             .insert((bridge, href.as_str()), bytes.as_slice())
                             .map_err(db)?;
@@ -265,11 +269,7 @@ impl BridgeStore {
         href: &str,
         shadow: &Shadow,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
-            bridge: bridge.to_owned(),
-            href: href.to_owned(),
-            source,
-        })?;
+        let bytes = encode_shadow(bridge, href, shadow)?;
         let txn = self.storage.database().begin_write().map_err(db)?;
         txn.open_table(PENDING_IMPORTS)
             .map_err(db)?
@@ -285,11 +285,7 @@ impl BridgeStore {
         href: &str,
         shadow: &Shadow,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
-            bridge: bridge.to_owned(),
-            href: href.to_owned(),
-            source,
-        })?;
+        let bytes = encode_shadow(bridge, href, shadow)?;
         let txn = self.storage.database().begin_write().map_err(db)?;
         txn.open_table(PENDING_IMPORTS)
             .map_err(db)?
@@ -304,24 +300,11 @@ impl BridgeStore {
 
     /// Every failed job of `bridge`, by document id.
     pub fn failed_jobs(&self, bridge: &str) -> Result<BTreeMap<String, FailedJob>, StoreError> {
-        let txn = self.storage.database().begin_read().map_err(db)?;
-        let table = txn.open_table(FAILED_JOBS).map_err(db)?;
-        let mut out = BTreeMap::new();
-        for entry in table.range((bridge, "")..).map_err(db)? {
-            let (key, value) = entry.map_err(db)?;
-            let (b, doc) = key.value();
-            if b != bridge {
-                break;
-            }
-            let job: FailedJob =
-                serde_json::from_slice(value.value()).map_err(|source| StoreError::CorruptJob {
-                    bridge: bridge.to_owned(),
-                    doc: doc.to_owned(),
-                    source,
-                })?;
-            out.insert(doc.to_owned(), job);
-        }
-        Ok(out)
+        self.json_rows(FAILED_JOBS, bridge, |doc, source| StoreError::CorruptJob {
+            bridge: bridge.to_owned(),
+            doc: doc.to_owned(),
+            source,
+        })
     }
 
     /// Stores (or replaces) the failed job of document `doc`.
@@ -374,6 +357,15 @@ impl BridgeStore {
         }
         Ok(out)
     }
+}
+
+/// A shadow as stored.
+fn encode_shadow(bridge: &str, href: &str, shadow: &Shadow) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(shadow).map_err(|source| StoreError::Corrupt {
+        bridge: bridge.to_owned(),
+        href: href.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
