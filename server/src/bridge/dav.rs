@@ -20,7 +20,7 @@ use tracing::warn;
 use super::BridgeError;
 use super::provider::{Changes, DeleteOutcome, Resource, WriteOutcome};
 use super::record::Record;
-use super::store::Shadow;
+use super::store::{self, Shadow};
 use super::translate;
 use crate::config::{BridgeConfig, BridgeKind};
 
@@ -210,15 +210,7 @@ impl DavProvider {
             .into_iter()
             .map(|(href, etag)| Listed { href, etag })
             .collect();
-        let known: Vec<Known> = links
-            .iter()
-            .map(|(href, s)| Known {
-                href: href.clone(),
-                doc: s.doc.clone(),
-                etag: s.etag.clone(),
-                uid: s.uid.clone(),
-            })
-            .collect();
+        let known: Vec<Known> = store::known(links);
         let wanted = sync::to_fetch(&known, &listed);
         let mut changed = Vec::new();
         for batch in wanted.chunks(MULTIGET_BATCH) {

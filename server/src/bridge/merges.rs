@@ -24,9 +24,8 @@ impl Runner {
             let Some(am) = self.load(&current)? else {
                 break;
             };
-            let next = driftless_crdt_model::to_json(&am)
-                .ok()
-                .and_then(|json| json.get("merged_into")?.as_str().map(str::to_owned));
+            // Only the one key: a round reads it for every linked document.
+            let next = merged_into(&am);
             let Some(next) = next else {
                 break;
             };
@@ -68,5 +67,18 @@ impl Runner {
         self.store
             .commit(self.id(), &ops, None, None)
             .map_err(|e| self.local(e))
+    }
+}
+
+/// The root `merged_into` string (a Text object or a scalar string), if any.
+fn merged_into(am: &automerge::AutoCommit) -> Option<String> {
+    use automerge::{ObjType, ReadDoc, ScalarValue, Value};
+    match am.get(automerge::ROOT, "merged_into").ok()?? {
+        (Value::Object(ObjType::Text), id) => am.text(&id).ok(),
+        (Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
     }
 }

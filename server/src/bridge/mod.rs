@@ -766,15 +766,7 @@ impl Runner {
             lock(&self.shared).last_error = Some(format!("bridge {id}: {record}: {problem}"));
         }
         let (listed, removed, complete) = (&changes.listed, &changes.removed, changes.complete);
-        let known: Vec<Known> = links
-            .iter()
-            .map(|(href, s)| Known {
-                href: href.clone(),
-                doc: s.doc.clone(),
-                etag: s.etag.clone(),
-                uid: s.uid.clone(),
-            })
-            .collect();
+        let known: Vec<Known> = store::known(&links);
 
         // Translate what changed.
         let mut bodies: BTreeMap<String, (Option<String>, String, Record)> = BTreeMap::new();
@@ -1249,15 +1241,17 @@ impl Runner {
             }
             return self.push_create(doc_id, &record, &heads, report).await;
         }
-        let links = self.store.links(self.id()).map_err(|e| self.local(e))?;
-        let Some(shadow) = links.get(&link.id).filter(|s| s.doc == doc_id.to_string()) else {
+        let shadow = self
+            .store
+            .link(self.id(), &link.id)
+            .map_err(|e| self.local(e))?;
+        let Some(shadow) = shadow.filter(|s| s.doc == doc_id.to_string()) else {
             return Ok(()); // not (or no longer) linked here
         };
         if record.deleted() {
-            return self.push_delete(doc_id, &link.id, shadow, report).await;
+            return self.push_delete(doc_id, &link.id, &shadow, report).await;
         }
-        self.push_update(doc_id, &link.id, shadow.clone(), report)
-            .await
+        self.push_update(doc_id, &link.id, shadow, report).await
     }
 
     /// Whether the document has a link to this bridge (read without the record model, for a
@@ -1403,9 +1397,12 @@ impl Runner {
                         .import_change(href, href, &shadow, res.etag.clone(), &res.raw, &theirs)
                         .await?;
                     report.pulled += 1;
-                    let links = self.store.links(self.id()).map_err(|e| self.local(e))?;
-                    match links.get(href) {
-                        Some(s) => shadow = s.clone(),
+                    match self
+                        .store
+                        .link(self.id(), href)
+                        .map_err(|e| self.local(e))?
+                    {
+                        Some(s) => shadow = s,
                         None => return Ok(()),
                     }
                 }

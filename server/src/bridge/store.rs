@@ -178,6 +178,22 @@ impl BridgeStore {
         self.shadows(LINKS, bridge)
     }
 
+    /// The shadow of one link (`None`: not linked here).
+    pub fn link(&self, bridge: &str, href: &str) -> Result<Option<Shadow>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(LINKS).map_err(db)?;
+        let Some(value) = table.get((bridge, href)).map_err(db)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                bridge: bridge.to_owned(),
+                href: href.to_owned(),
+                source,
+            })
+    }
+
     /// Imports of `bridge` whose document may not exist yet, by href.
     pub fn pending_imports(&self, bridge: &str) -> Result<BTreeMap<String, Shadow>, StoreError> {
         self.shadows(PENDING_IMPORTS, bridge)
@@ -357,6 +373,19 @@ impl BridgeStore {
         }
         Ok(out)
     }
+}
+
+/// The link table as the pure round rules see it.
+pub fn known(links: &BTreeMap<String, Shadow>) -> Vec<driftless_bridges::sync::Known> {
+    links
+        .iter()
+        .map(|(href, s)| driftless_bridges::sync::Known {
+            href: href.clone(),
+            doc: s.doc.clone(),
+            etag: s.etag.clone(),
+            uid: s.uid.clone(),
+        })
+        .collect()
 }
 
 /// A shadow as stored.
