@@ -192,6 +192,29 @@ pub fn backoff(
     }
 }
 
+/// The longest wait a provider's `Retry-After` is taken at its word for: a larger (or absurd)
+/// value is read as this, so no arithmetic on it can overflow and a bridge is never parked for
+/// longer than a day by one answer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// A `Retry-After` header value (delay-seconds or an HTTP date, RFC 9110) as a wait from `now`,
+/// at most [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The longest access-token lifetime believed from a token endpoint (`expires_in`): larger values
+/// are read as this, so computing the expiry instant cannot overflow.
+pub const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
+
 /// Whose problem a failed provider request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureScope {
@@ -257,6 +280,36 @@ impl JobRetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_both_forms_and_capped() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        // A capped wait keeps every later computation in range.
+        let d = backoff(
+            3,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+            parse_retry_after("18446744073709551615", now),
+            0.5,
+        );
+        assert_eq!(d, MAX_RETRY_AFTER);
+    }
 
     fn known(href: &str, doc: &str, etag: &str, uid: &str) -> Known {
         Known {

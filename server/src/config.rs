@@ -1186,13 +1186,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+    // Ten years: longer is a typo, and bounded durations never overflow an instant later.
+    const MAX_SECONDS: u64 = 10 * 365 * 86_400;
     let seconds = |mult: u64| {
         n.checked_mul(mult)
+            .filter(|secs| *secs <= MAX_SECONDS)
             .map(Duration::from_secs)
-            .ok_or_else(|| format!("`{s}` is too long"))
+            .ok_or_else(|| format!("`{s}` is too long (at most ten years)"))
     };
     match unit {
-        "ms" => Ok(Duration::from_millis(n)),
+        "ms" if n / 1000 <= MAX_SECONDS => Ok(Duration::from_millis(n)),
+        "ms" => Err(format!("`{s}` is too long (at most ten years)")),
         "s" => seconds(1),
         "m" => seconds(60),
         "h" => seconds(3600),
@@ -1896,7 +1900,22 @@ window_past = "7d"
             parse_duration("2d").unwrap(),
             Duration::from_secs(2 * 86_400)
         );
-        for bad in ["", "ms", "5", "1.5s", "5w", "-1s", "99999999999999999999h"] {
+        assert_eq!(
+            parse_duration("3650d").unwrap(),
+            Duration::from_secs(3650 * 86_400)
+        );
+        for bad in [
+            "",
+            "ms",
+            "5",
+            "1.5s",
+            "5w",
+            "-1s",
+            "99999999999999999999h",
+            "3651d",
+            "10000000000000000000s",
+            "18446744073709551615ms",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -29,6 +29,9 @@ use crate::loader::DocJson;
 use crate::metrics::Metrics;
 use crate::ws::{self, WsContext};
 
+/// Stands in for an expiry too far away to represent as an `Instant`.
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
 #[derive(Clone)]
 pub struct AppState {
     pub net_tx: mpsc::Sender<HostInput>,
@@ -187,7 +190,10 @@ impl AppState {
                 let mut access = claims.access();
                 access.ticket = claims.tkt.clone().map(|id| TicketGrant {
                     id,
-                    expires: std::time::Instant::now() + left,
+                    // A ticket valid "forever" must not overflow the instant.
+                    expires: std::time::Instant::now()
+                        .checked_add(left)
+                        .unwrap_or_else(|| std::time::Instant::now() + FAR_FUTURE),
                 });
                 access
             })

@@ -485,12 +485,7 @@ fn header_string(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Opti
 
 /// `Retry-After` as delay-seconds or an HTTP date (relative to `now`).
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    crate::sync::parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, now)
 }
 
 #[cfg(test)]

@@ -284,7 +284,12 @@ impl GoogleClient {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
+        let lifetime = Duration::from_secs(
+            token
+                .expires_in
+                .unwrap_or(3600)
+                .min(crate::sync::MAX_TOKEN_LIFETIME_S),
+        );
         let secret = Secret::new(token.access_token);
         *self
             .token

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use driftless_crdt_model::{
     Attendee, CalendarEvent, Organizer, Override, Recurrence, ResolvedTime,
@@ -166,6 +166,20 @@ fn parse_canonical(s: &str) -> Result<ResolvedTime, String> {
 /// Google's EventDateTime as a time: `date` is all-day; an RFC 3339 `dateTime` is that instant
 /// shown in `timeZone` (UTC when there is none); a local `dateTime` is a wall time in `timeZone`.
 fn time_of_google(edt: &EventDateTime) -> Result<ResolvedTime, String> {
+    let when = time_of_google_unchecked(edt)?;
+    // Years 0..=9999 as in iCalendar: a provider's year 262143 must not overflow date arithmetic
+    // (spans between start and end, shifted exceptions) later.
+    let year = match &when {
+        ResolvedTime::Date(d) => d.year(),
+        ResolvedTime::Utc(t) | ResolvedTime::Floating(t) | ResolvedTime::Zoned(t, _) => t.year(),
+    };
+    if !(0..=9999).contains(&year) {
+        return Err(format!("year {year} is out of range (0-9999)"));
+    }
+    Ok(when)
+}
+
+fn time_of_google_unchecked(edt: &EventDateTime) -> Result<ResolvedTime, String> {
     if let Some(d) = &edt.date {
         return NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map(ResolvedTime::Date)
@@ -1066,6 +1080,20 @@ pub fn instance_keys(series: &StoredSeries, event: &CalendarEvent) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_outside_years_0_to_9999_are_refused_not_overflowed() {
+        let edt = |date: Option<&str>, date_time: Option<&str>| EventDateTime {
+            date: date.map(str::to_owned),
+            date_time: date_time.map(str::to_owned),
+            time_zone: Some("Europe/Berlin".into()),
+            ..EventDateTime::default()
+        };
+        assert!(time_of_google(&edt(Some("2026-11-19"), None)).is_ok());
+        assert!(time_of_google(&edt(Some("+262143-12-31"), None)).is_err());
+        assert!(time_of_google(&edt(None, Some("+262143-12-31T10:00:00"))).is_err());
+        assert!(time_of_google(&edt(None, Some("2026-11-19T10:00:00"))).is_ok());
+    }
 
     fn series_json() -> StoredSeries {
         let master = json!({

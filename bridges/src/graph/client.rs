@@ -273,7 +273,12 @@ impl GraphClient {
             // The message could quote the token itself; keep only the category.
             code: format!("unreadable token answer ({:?})", e.classify()),
         })?;
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
+        let lifetime = Duration::from_secs(
+            token
+                .expires_in
+                .unwrap_or(3600)
+                .min(crate::sync::MAX_TOKEN_LIFETIME_S),
+        );
         state.access = Some(AccessToken {
             value: token.access_token.clone(),
             expires_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),

@@ -201,7 +201,10 @@ impl Window {
     pub fn around(now: DateTime<Utc>, past: Duration, future: Duration) -> Window {
         let now = now.naive_utc();
         let secs = |d: Duration| {
-            chrono::TimeDelta::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
+            i64::try_from(d.as_secs())
+                .ok()
+                .and_then(chrono::TimeDelta::try_seconds)
+                .unwrap_or(chrono::TimeDelta::MAX)
         };
         let trunc = |t: NaiveDateTime| {
             chrono::DateTime::from_timestamp(t.and_utc().timestamp(), 0)
@@ -1180,6 +1183,14 @@ mod tests {
     use serde_json::json;
 
     const INITIAL: &str = "https://graph/v1.0/me/calendarView/delta?startDateTime=a&endDateTime=b";
+
+    #[test]
+    fn a_window_beyond_chrono_range_does_not_panic() {
+        let now = chrono::Utc::now();
+        let huge = Duration::from_secs(u64::MAX);
+        let _ = Window::around(now, huge, huge);
+        let _ = Window::around(now, Duration::from_secs(1 << 62), Duration::ZERO);
+    }
 
     fn retry() -> RetryPolicy {
         RetryPolicy {

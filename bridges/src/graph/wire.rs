@@ -432,7 +432,8 @@ pub fn classify(status: u16, body: &str, retry_after: Option<&str>) -> Failure {
         400..=409 | 411..=499 if sync_state => Failure::SyncStateNotFound,
         412 => Failure::Conflict,
         429 | 503 => Failure::Throttled {
-            retry_after: retry_after.and_then(parse_retry_after),
+            retry_after: retry_after
+                .and_then(|v| crate::sync::parse_retry_after(v, std::time::SystemTime::now())),
         },
         404 => Failure::NotFound,
         401 => Failure::Unauthorized,
@@ -442,19 +443,6 @@ pub fn classify(status: u16, body: &str, retry_after: Option<&str>) -> Failure {
             message: detail.message,
         },
     }
-}
-
-/// `Retry-After` as delta-seconds (what Graph sends) or an HTTP date relative to now.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// The OAuth2 token endpoint's answer to a `refresh_token` grant.

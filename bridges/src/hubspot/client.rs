@@ -269,7 +269,13 @@ impl HubSpotClient {
         let answer: TokenAnswer = serde_json::from_slice(&bytes)
             .map_err(|e| auth_error(format!("unreadable token answer: {e}")))?;
         // Refresh a minute early so a token never expires mid-request.
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(1800).saturating_sub(60));
+        let lifetime = Duration::from_secs(
+            answer
+                .expires_in
+                .unwrap_or(1800)
+                .min(crate::sync::MAX_TOKEN_LIFETIME_S)
+                .saturating_sub(60),
+        );
         let token = Secret(answer.access_token);
         if let Ok(mut guard) = self.token.lock() {
             *guard = Some(CachedToken {

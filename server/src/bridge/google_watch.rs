@@ -142,7 +142,7 @@ impl GoogleWatch {
 
     /// How long before its expiration a channel is renewed.
     fn margin_ms(&self, state: &WatchState, id: &str, expiration: u64) -> u64 {
-        let wanted = (2 * self.poll_interval).max(RENEW_MARGIN_MIN);
+        let wanted = self.poll_interval.saturating_mul(2).max(RENEW_MARGIN_MIN);
         let wanted = u64::try_from(wanted.as_millis()).unwrap_or(u64::MAX);
         match state.opened_ms.get(id) {
             Some(opened) => wanted.min(expiration.saturating_sub(*opened) / 2),

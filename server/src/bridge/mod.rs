@@ -564,7 +564,9 @@ impl Runner {
                 }
             };
             last_round = tokio::time::Instant::now();
-            next = last_round + delay;
+            next = last_round
+                .checked_add(delay)
+                .unwrap_or(last_round + BACKOFF_MAX);
             if let Some(reply) = reply {
                 let _ = reply.send(result.map_err(|e| e.to_string()));
             }
