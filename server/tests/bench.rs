@@ -68,7 +68,7 @@ async fn s1_creates_and_fetches_every_doc() {
         assert_eq!(number(&result, "fetched"), 200.0);
         assert!(number(&result, "ack_docs_per_s") > 0.0);
         assert!(number(&result, "fetch_docs_per_s") > 0.0);
-        assert!(number(&result, "ack_server_cpu_s") >= 0.0);
+        assert!(number(&result, "ack_server_cpu_s") > 0.0, "{result}");
     })
     .await;
 }
@@ -99,7 +99,7 @@ async fn s2_every_reader_gets_every_edit() {
         // apply-inclusive one.
         assert!(p50 <= number(&result, "applied_p50_ms"), "{result}");
         assert!(max <= number(&result, "applied_max_ms"), "{result}");
-        assert!(number(&result, "server_cpu_ms_per_edit") >= 0.0);
+        assert!(number(&result, "server_cpu_ms_per_edit") > 0.0, "{result}");
         assert!(number(&result, "generator_apply_ms_per_edit_p50") > 0.0);
     })
     .await;
@@ -205,7 +205,7 @@ async fn s6_idle_connections_stay_open_and_are_measured() {
             number(&result, "server_rss_connected_kib") > 0.0,
             "{result}"
         );
-        assert!(number(&result, "idle_cpu_percent") >= 0.0, "{result}");
+        assert!(number(&result, "idle_cpu_percent").is_finite(), "{result}");
     })
     .await;
 }

@@ -288,11 +288,6 @@ async fn slowloris_flood_and_slow_reader_leave_the_server_syncing_with_bounded_m
             "idle socket closed with {code} {reason:?} after {after:?}; expected 1008 no join"
         );
     }
-    let slowest = closes.iter().map(|c| c.2).max().unwrap_or_default();
-    ensure!(
-        slowest < Duration::from_secs(13),
-        "slowest idle socket closed after {slowest:?}"
-    );
 
     stop_control.store(true, Ordering::Relaxed);
     let mut latencies = control_task.await??;

@@ -566,7 +566,6 @@ fn runaway_rules_are_cut_and_say_so() {
     ))
     .expect("event JSON");
     let options = ExpandOptions::default();
-    let started = std::time::Instant::now();
     // Far from the start: the generation cap stops it.
     let far = expand(
         &event,
@@ -587,7 +586,6 @@ fn runaway_rules_are_cut_and_say_so() {
     .expect("expands");
     assert!(near.truncated);
     assert_eq!(near.occurrences.len(), options.max_occurrences);
-    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 async fn get(http: &reqwest::Client, url: String) -> anyhow::Result<(u16, Value)> {
