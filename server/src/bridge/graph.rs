@@ -331,14 +331,9 @@ impl GraphProvider {
     }
 
     fn event(&self, record: &Record, doc_id: &DocumentId) -> Result<CalendarEvent, BridgeError> {
-        match record.provider_view() {
-            Record::Event(event) => Ok(*event),
-            Record::Contact(_) => Err(BridgeError::record(
-                &self.bridge,
-                format!("document {doc_id} is a contact, not a calendar event"),
-                None,
-            )),
-        }
+        record
+            .provider_event(doc_id)
+            .map_err(|what| BridgeError::record(&self.bridge, what, None))
     }
 
     /// Graph ids are chosen by Graph: no id names a document.

@@ -260,14 +260,9 @@ impl HubSpotProvider {
     }
 
     fn contact(&self, record: &Record, doc_id: &DocumentId) -> Result<Contact, BridgeError> {
-        match record.provider_view() {
-            Record::Contact(contact) => Ok(*contact),
-            Record::Event(_) => Err(BridgeError::record(
-                &self.bridge,
-                format!("document {doc_id} is a calendar event, not a contact"),
-                None,
-            )),
-        }
+        record
+            .provider_contact(doc_id)
+            .map_err(|what| BridgeError::record(&self.bridge, what, None))
     }
 
     pub fn created_document(&self, id: &str) -> Option<DocumentId> {

@@ -12,6 +12,8 @@ use driftless_crdt_model::{
     commit_event_diff_at, create_contact, create_event, read_contact, read_event,
 };
 
+use driftless_client_protocol::DocumentId;
+
 use crate::config::BridgeKind;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,26 @@ pub enum Record {
 }
 
 impl Record {
+    /// The provider's view of an event record; for a contact, an error naming the document.
+    pub fn provider_event(&self, doc_id: &DocumentId) -> Result<CalendarEvent, String> {
+        match self.provider_view() {
+            Record::Event(event) => Ok(*event),
+            Record::Contact(_) => Err(format!(
+                "document {doc_id} is a contact, not a calendar event"
+            )),
+        }
+    }
+
+    /// The provider's view of a contact record; for an event, an error naming the document.
+    pub fn provider_contact(&self, doc_id: &DocumentId) -> Result<Contact, String> {
+        match self.provider_view() {
+            Record::Contact(contact) => Ok(*contact),
+            Record::Event(_) => Err(format!(
+                "document {doc_id} is a calendar event, not a contact"
+            )),
+        }
+    }
+
     pub fn read<D: ReadDoc>(kind: BridgeKind, doc: &D) -> Result<Self, ReadError> {
         Ok(match kind {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
