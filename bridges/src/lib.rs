@@ -18,4 +18,5 @@ pub mod dav;
 pub mod google;
 pub mod graph;
 pub mod hubspot;
+pub mod secret;
 pub mod sync;

@@ -248,7 +248,7 @@ pub enum HubSpotAuthConfig {
 }
 
 /// The keys of a `kind = "hubspot"` entry. Secrets are read from the environment variables the
-/// entry names; their `Debug` is `Secret(***)`.
+/// entry names; their `Debug` is `<redacted>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HubSpotBridgeConfig {
     pub auth: HubSpotAuthConfig,

@@ -27,35 +27,7 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// How much of an unexpected response body to keep in an error.
 const BODY_SNIPPET: usize = 300;
 
-/// A secret string: usable, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// Reads the secret from environment variable `var`.
-    pub fn from_env(var: &str) -> Result<Self, ClientBuildError> {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v)),
-            _ => Err(ClientBuildError::MissingEnv {
-                var: var.to_owned(),
-            }),
-        }
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Settings of a [`GoogleClient`] (the `[[bridges]]` keys of `kind = "google_calendar"`).
 #[derive(Debug, Clone)]
@@ -96,8 +68,8 @@ impl GoogleConfig {
 pub enum ClientBuildError {
     #[error("{what} {url:?} is not a usable URL")]
     BadUrl { what: &'static str, url: String },
-    #[error("environment variable {var} is not set (or empty)")]
-    MissingEnv { var: String },
+    #[error(transparent)]
+    MissingEnv(#[from] crate::secret::MissingEnv),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }

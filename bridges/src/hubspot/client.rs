@@ -29,33 +29,7 @@ pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
 /// HubSpot's OAuth token endpoint.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
 
-/// A secret string: shown as `***` in `Debug`, never in errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// Reads a secret from the environment variable `name` (the error names the variable only).
-    pub fn from_env(name: &str) -> Result<Self, ClientBuildError> {
-        match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_owned())),
-            _ => Err(ClientBuildError::MissingSecret(name.to_owned())),
-        }
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// How the client authenticates.
 #[derive(Debug, Clone)]
@@ -98,8 +72,8 @@ pub enum ClientBuildError {
         url: String,
         source: url::ParseError,
     },
-    #[error("environment variable {0} is not set or empty")]
-    MissingSecret(String),
+    #[error(transparent)]
+    MissingSecret(#[from] crate::secret::MissingEnv),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -276,7 +250,7 @@ impl HubSpotClient {
                 .min(crate::sync::MAX_TOKEN_LIFETIME_S)
                 .saturating_sub(60),
         );
-        let token = Secret(answer.access_token);
+        let token = Secret::new(answer.access_token);
         if let Ok(mut guard) = self.token.lock() {
             *guard = Some(CachedToken {
                 token: token.clone(),
