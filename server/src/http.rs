@@ -577,6 +577,8 @@ async fn get_conflicts(
                     .unwrap_or_else(|| "app".to_owned())
             })
             .map_err(|e| e.to_string())?;
+            // A meeting copy's divergent shared fields (the organizer's value wins).
+            crate::bridge::meetings::add_copy_conflicts(&stored.document, &mut conflicts);
             // A field with a `[[policies]]` authority: that bridge's value is the winner.
             if let Some(record_type) = driftless_crdt_model::record_type(&stored.document) {
                 bridges

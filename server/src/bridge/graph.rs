@@ -38,7 +38,8 @@ use driftless_bridges::graph::sync::{
     WriteOutcome as GraphWriteOutcome, apply_series, calendar_delta_url, infer_deleted_occurrences,
 };
 use driftless_bridges::graph::translate::{
-    EventBundle, event_create_body, event_from_graph, event_writes, series_uid, unwritable_changes,
+    EventBundle, event_create_body, event_from_graph, event_writes, response_write, series_uid,
+    unwritable_changes,
 };
 use driftless_bridges::graph::webhook::{
     Hint, MAX_SUBSCRIPTION_MINUTES, subscription_body, triage, validation_token,
@@ -182,6 +183,8 @@ pub struct GraphProvider {
     api_base: String,
     window_past: Duration,
     window_future: Duration,
+    /// The mailbox's own address (`GET /me`), asked once: it keys the owner's attendee entry.
+    mailbox: tokio::sync::OnceCell<String>,
 }
 
 fn resource(bundle: &EventBundle) -> Resource {
@@ -227,6 +230,7 @@ impl GraphProvider {
             api_base: settings.api_base.clone(),
             window_past: settings.window_past,
             window_future: settings.window_future,
+            mailbox: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -334,6 +338,19 @@ impl GraphProvider {
         record
             .provider_event(doc_id)
             .map_err(|what| BridgeError::record(&self.bridge, what, None))
+    }
+
+    /// The mailbox owner's address (`GET /me`, asked once per process).
+    pub async fn mailbox(&self) -> Result<String, BridgeError> {
+        self.mailbox
+            .get_or_try_init(|| async {
+                self.client
+                    .mailbox_address()
+                    .await
+                    .map_err(|e| BridgeError::provider(&self.bridge, format!("GET /me: {e}"), None))
+            })
+            .await
+            .cloned()
     }
 
     /// Graph ids are chosen by Graph: no id names a document.
@@ -528,11 +545,19 @@ impl GraphProvider {
             |e: driftless_bridges::graph::translate::TranslateError| -> BridgeError {
                 BridgeError::record(&self.bridge, format!("event {id}: {e}"), None)
             };
-        let unwritable = unwritable_changes(&bundle, &event).map_err(translate_err)?;
-        if !unwritable.is_empty() {
-            warn!(bridge = %self.bridge, doc = %doc_id, event = %id, fields = ?unwritable, "changes Graph cannot take are not written");
-        }
-        let writes = event_writes(&bundle, &event).map_err(translate_err)?;
+        // A meeting organized elsewhere: only the owner's response is this mailbox's to write
+        // (the runner hands it the copy's own shared fields).
+        let writes = if bundle.is_organizer() {
+            let unwritable = unwritable_changes(&bundle, &event).map_err(translate_err)?;
+            if !unwritable.is_empty() {
+                warn!(bridge = %self.bridge, doc = %doc_id, event = %id, fields = ?unwritable, "changes Graph cannot take are not written");
+            }
+            event_writes(&bundle, &event).map_err(translate_err)?
+        } else {
+            response_write(&bundle, &event, &self.mailbox().await?)
+                .into_iter()
+                .collect()
+        };
         if writes.is_empty() {
             return Ok(WriteOutcome::Unchanged);
         }
@@ -549,6 +574,8 @@ impl GraphProvider {
                     })));
                 }
                 (GraphWriteOutcome::Stored(row), _) => bundle.replace_row(&target, row),
+                // A meeting response (202, no body): the next pull brings the answered event.
+                (GraphWriteOutcome::Accepted, _) => {}
                 (GraphWriteOutcome::Deleted, _) if is_delete => bundle.cancel_instance(&target),
                 // The item is gone at Graph: the next pull reports it.
                 (GraphWriteOutcome::Gone, _) if target == id => {

@@ -48,6 +48,7 @@ pub mod google_watch;
 pub mod graph;
 mod hubspot;
 pub mod hubspot_webhook;
+pub mod meetings;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -881,7 +882,8 @@ impl Runner {
         record: &Record,
     ) -> Result<(), BridgeError> {
         let doc_id = DocumentId::from_bytes(uuid::Uuid::new_v4().as_bytes());
-        let (hash, changes) = self.new_document(href, record)?;
+        let role = self.copy_role(body).await?;
+        let (hash, changes) = self.new_document(href, record, role.as_ref())?;
         let shadow = Shadow {
             doc: doc_id.to_string(),
             etag,
@@ -890,9 +892,13 @@ impl Runner {
             heads: hash.iter().map(ToString::to_string).collect(),
             uid: self.provider.uid(body),
         };
-        self.store
-            .begin_import(self.id(), href, &shadow)
-            .map_err(|e| self.local(e))?;
+        // One meeting, one document: another mailbox's copy may already have it.
+        let imported = self
+            .claim_meeting_or_attach(href, &shadow, record, role.as_ref())
+            .await?;
+        if imported == meetings::Imported::Attached {
+            return Ok(());
+        }
         self.failpoint("import.before_send")?;
         self.send(&doc_id, changes).await?;
         self.failpoint("import.after_send")?;
@@ -908,15 +914,12 @@ impl Runner {
         &self,
         href: &str,
         record: &Record,
+        role: Option<&meetings::CopyRole>,
     ) -> Result<(Option<ChangeHash>, Vec<u8>), BridgeError> {
         let mut with_link = record.clone();
-        with_link.links_mut().insert(
-            self.id().to_owned(),
-            driftless_crdt_model::Link {
-                id: href.to_owned(),
-                ..Default::default()
-            },
-        );
+        with_link
+            .links_mut()
+            .insert(self.id().to_owned(), meetings::link_entry(href, role));
         let mut am = AutoCommit::new().with_actor(self.actor.clone());
         with_link
             .create(&mut am)
@@ -941,7 +944,8 @@ impl Runner {
                 info!(bridge = %self.id(), %href, doc = %doc_id, "adopting an interrupted import's document");
             } else {
                 let record = self.shadow_record(&shadow)?;
-                let (hash, changes) = self.new_document(&href, &record)?;
+                let role = self.copy_role(&shadow.raw).await?;
+                let (hash, changes) = self.new_document(&href, &record, role.as_ref())?;
                 self.send(&doc_id, changes).await?;
                 shadow.heads = hash.iter().map(ToString::to_string).collect();
                 info!(bridge = %self.id(), %href, doc = %doc_id, "recreated an interrupted import's document");
@@ -1009,13 +1013,17 @@ impl Runner {
         let old = self.settled(&doc_id, self.shadow_record(shadow)?, record)?;
         let mut heads = shadow.change_heads();
         let mut conflicts = 0;
-        if &old != record {
+        // A meeting copy writes only what it owns (the organizer's: shared fields).
+        let target = self
+            .meeting_contribution(&doc_id, &old, record, body)
+            .await?;
+        if old != target {
             let (hash, c) = self
                 .write_diff(
                     &doc_id,
                     &heads,
                     &old,
-                    record,
+                    &target,
                     &format!("bridge {}: {href}", self.id()),
                 )
                 .await?;
@@ -1073,9 +1081,7 @@ impl Runner {
             if let Some(link) = next.links_mut().get_mut(self.id()) {
                 link.removed = true;
             }
-            let authority = self
-                .policies
-                .is_delete_authority(Record::type_name(self.config.kind), self.id());
+            let authority = self.meeting_delete_authority(&current);
             let outcome = sync::removal(others, authority);
             if outcome == Removal::Tombstone && !current.deleted() {
                 next.tombstone(now_rfc3339());
@@ -1356,6 +1362,8 @@ impl Runner {
                 return self.push_delete(doc_id, href, &shadow, report).await;
             }
             let heads = am.get_heads();
+            // A meeting copy gets only what its mailbox owns.
+            let record = self.meeting_push_view(&record, &shadow).await?;
             match self.provider.update(doc_id, href, &record, &shadow).await? {
                 WriteOutcome::Unchanged => return Ok(()), // nothing the provider does not have
                 WriteOutcome::Written(Resource { etag, raw, .. }) => {

@@ -15,6 +15,10 @@
 //!   provider refused for that record alone; retried with backoff while the outbox cursor moves
 //!   on past them.
 //!
+//! - `bridge_meetings` (`(workspace, meeting key) -> document id`): the workspace-wide meeting
+//!   index (`meetings`): which document holds the meeting of a UID. Claimed in the transaction
+//!   that records the pending import, so two bridges never create two documents for one meeting.
+//!
 //! Every method is one redb transaction. Callers run them off the async runtime.
 
 use std::collections::BTreeMap;
@@ -32,6 +36,7 @@ const PENDING_IMPORTS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("bridge_pending_imports");
 const FAILED_JOBS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("bridge_failed_jobs");
+const MEETINGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("bridge_meetings");
 
 const SYNC_TOKEN: &str = "sync_token";
 const OUTBOX_CURSOR: &str = "outbox_cursor";
@@ -94,6 +99,15 @@ fn db(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db(e.into())
 }
 
+/// The answer of [`BridgeStore::begin_import_claiming`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this import's document's; the pending import is recorded.
+    Claimed,
+    /// Another document holds the key; nothing was recorded.
+    Taken(String),
+}
+
 /// One change to the link table, applied with others in one transaction.
 #[derive(Debug, Clone)]
 pub enum LinkOp {
@@ -116,6 +130,7 @@ impl BridgeStore {
         txn.open_table(ACTORS).map_err(db)?;
         txn.open_table(PENDING_IMPORTS).map_err(db)?;
         txn.open_table(FAILED_JOBS).map_err(db)?;
+        txn.open_table(MEETINGS).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(Self { storage })
     }
@@ -292,6 +307,54 @@ impl BridgeStore {
             .insert((bridge, href), bytes.as_slice())
             .map_err(db)?;
         txn.commit().map_err(db)
+    }
+
+    /// Claims meeting `key` of `workspace` for `shadow.doc` and records the pending import of
+    /// `href`, in one transaction; or, when another document holds the key, records nothing and
+    /// names that document. `replacing`: take the key over from that document (a tombstoned one).
+    pub fn begin_import_claiming(
+        &self,
+        bridge: &str,
+        href: &str,
+        shadow: &Shadow,
+        workspace: &str,
+        key: &str,
+        replacing: Option<&str>,
+    ) -> Result<Claim, StoreError> {
+        let bytes = encode_shadow(bridge, href, shadow)?;
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        {
+            let mut meetings = txn.open_table(MEETINGS).map_err(db)?;
+            let holder = meetings
+                .get((workspace, key))
+                .map_err(db)?
+                .map(|v| v.value().to_owned());
+            if let Some(holder) = holder
+                && holder != shadow.doc
+                && Some(holder.as_str()) != replacing
+            {
+                return Ok(Claim::Taken(holder));
+            }
+            meetings
+                .insert((workspace, key), shadow.doc.as_str())
+                .map_err(db)?;
+            txn.open_table(PENDING_IMPORTS)
+                .map_err(db)?
+                .insert((bridge, href), bytes.as_slice())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(Claim::Claimed)
+    }
+
+    /// The document holding meeting `key` of `workspace`, if claimed.
+    pub fn meeting(&self, workspace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(MEETINGS).map_err(db)?;
+        Ok(table
+            .get((workspace, key))
+            .map_err(db)?
+            .map(|v| v.value().to_owned()))
     }
 
     /// The imported document is durable: the pending import becomes the link, atomically.
@@ -479,6 +542,43 @@ mod tests {
         store.finish_import("cal", "/c/a.ics", &done).unwrap();
         assert!(store.pending_imports("cal").unwrap().is_empty());
         assert_eq!(store.links("cal").unwrap()["/c/a.ics"], done);
+    }
+
+    #[test]
+    fn a_meeting_is_claimed_once_per_workspace_with_its_pending_import() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+            let claim = store
+                .begin_import_claiming("google", "g1", &shadow("A"), "ws", "uid-1", None)
+                .unwrap();
+            assert_eq!(claim, Claim::Claimed);
+            assert_eq!(store.pending_imports("google").unwrap().len(), 1);
+            // Another mailbox of the workspace: the key is taken, nothing is recorded.
+            let claim = store
+                .begin_import_claiming("graph", "x1", &shadow("B"), "ws", "uid-1", None)
+                .unwrap();
+            assert_eq!(claim, Claim::Taken("A".into()));
+            assert!(store.pending_imports("graph").unwrap().is_empty());
+            // Another workspace is another index.
+            let claim = store
+                .begin_import_claiming("other", "o1", &shadow("C"), "ws-2", "uid-1", None)
+                .unwrap();
+            assert_eq!(claim, Claim::Claimed);
+        }
+        // The claim survives a restart.
+        let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(store.meeting("ws", "uid-1").unwrap().as_deref(), Some("A"));
+        // Taking it over needs to name the holder being replaced.
+        let claim = store
+            .begin_import_claiming("graph", "x1", &shadow("B"), "ws", "uid-1", Some("Z"))
+            .unwrap();
+        assert_eq!(claim, Claim::Taken("A".into()));
+        let claim = store
+            .begin_import_claiming("graph", "x1", &shadow("B"), "ws", "uid-1", Some("A"))
+            .unwrap();
+        assert_eq!(claim, Claim::Claimed);
+        assert_eq!(store.meeting("ws", "uid-1").unwrap().as_deref(), Some("B"));
     }
 
     #[test]
