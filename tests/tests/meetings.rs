@@ -828,3 +828,71 @@ async fn duplicated_reordered_and_lost_webhooks_change_nothing_in_the_outcome() 
     assert!(hooked_conflicts.is_empty(), "{hooked_conflicts:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_meeting_an_app_creates_takes_in_the_invitations_of_the_other_mailboxes()
+-> anyhow::Result<()> {
+    let mut env = Env::start(false).await?;
+    // The app creates the meeting in Alice's calendar.
+    let mut app =
+        driftless_tests::rust_client::RustClient::connect(&env.server.url(), "planner").await?;
+    let attendee = |name: &str, response: &str| driftless_crdt_model::Attendee {
+        name: Some(name.into()),
+        response: Some(response.into()),
+        ..Default::default()
+    };
+    let event = driftless_crdt_model::CalendarEvent {
+        title: Some("Kick-off".into()),
+        start: Some(format!("{}T09:00:00Z", day(5))),
+        end: Some(format!("{}T10:00:00Z", day(5))),
+        attendees: [
+            (BOB_MAIL.to_owned(), attendee("Bob", "needs_action")),
+            (CAROL_MAIL.to_owned(), attendee("Carol", "needs_action")),
+        ]
+        .into(),
+        links: [(ALICE.to_owned(), driftless_crdt_model::Link::default())].into(),
+        ..Default::default()
+    };
+    let mut doc = automerge::AutoCommit::new();
+    driftless_crdt_model::create_event(&mut doc, &event)?;
+    let doc_id = driftless_tests::dav_bridge::app_add(&mut app, doc).await?;
+    env.sync_in(&[ALICE]).await?;
+    let alice_id = driftless_bridges::google::translate::event_id_for_document(doc_id.as_bytes());
+    let created = env
+        .mail
+        .alice
+        .event(CAL, &alice_id)
+        .context("created in Alice's calendar")?;
+    let uid = created["iCalUID"].as_str().context("iCalUID")?.to_owned();
+
+    // Google and Exchange deliver the invitations.
+    let carol = env.mail.carol.insert(
+        CAL,
+        json!({"iCalUID": uid, "summary": "Kick-off",
+               "start": google_time(day(5), 9), "end": google_time(day(5), 10),
+               "organizer": {"email": "owner@example.org"},
+               "attendees": [{"email": BOB_MAIL, "responseStatus": "needsAction"},
+                             {"email": CAROL_MAIL, "self": true, "responseStatus": "needsAction"}]}),
+    )?;
+    let bob = env.mail.bob.put_event(json!({
+        "subject": "Kick-off",
+        "start": graph_time(day(5), 9), "end": graph_time(day(5), 10),
+        "originalStartTimeZone": "UTC", "originalEndTimeZone": "UTC",
+        "iCalUId": global_object_id(&uid),
+        "isOrganizer": false,
+        "responseStatus": {"response": "none"},
+        "organizer": {"emailAddress": {"address": "owner@example.org"}},
+        "attendees": [{"type": "required", "status": {"response": "none"},
+                       "emailAddress": {"address": BOB_MAIL}}],
+    }));
+    env.mail.clear_logs();
+    env.sync_in(&[CAROL, BOB, ALICE]).await?;
+    env.mail.alice_id = alice_id;
+    env.mail.bob_id = bob;
+    env.mail.carol_id = carol["id"].as_str().context("id")?.to_owned();
+    let (one, record) = env.one_meeting().await?;
+    assert_eq!(one, doc_id, "the invitations attach to the app's document");
+    assert_eq!(record["title"], "Kick-off", "{record}");
+    assert_eq!(env.mail.writes(), Default::default());
+    Ok(())
+}

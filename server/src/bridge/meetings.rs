@@ -136,7 +136,8 @@ pub fn link_entry(href: &str, role: Option<&CopyRole>) -> Link {
     link
 }
 
-fn set_role(link: &mut Link, role: Option<&CopyRole>) {
+/// Marks `link` with the copy's role (nothing for `None`).
+pub(super) fn set_role(link: &mut Link, role: Option<&CopyRole>) {
     if let Some(role) = role {
         link.extra
             .insert(ORGANIZER_KEY.to_owned(), json!(role.organizer));
@@ -731,6 +732,32 @@ impl Runner {
             Record::Contact(_) => return Ok(record.clone()),
         };
         Ok(Record::Event(Box::new(push_view(doc, &copy, &role))))
+    }
+
+    /// A document the app created was just created at this bridge's provider (as `raw`): it now
+    /// has a UID, and claims its meeting so that the invitations arriving in other mailboxes
+    /// attach to it. Another document holding the UID already (both created at once) is only
+    /// reported: the two stay apart.
+    /// Returns the copy's role, for its link entry.
+    pub(super) async fn claim_created_meeting(
+        &self,
+        doc_id: &driftless_client_protocol::DocumentId,
+        raw: &str,
+    ) -> Result<Option<CopyRole>, BridgeError> {
+        let Some(role) = self.copy_role(raw).await? else {
+            return Ok(None);
+        };
+        let Some(key) = meeting_key(self.provider.uid(raw).as_deref()) else {
+            return Ok(Some(role));
+        };
+        let claim = self
+            .store
+            .claim_meeting(&self.config.workspace, &key, &doc_id.to_string())
+            .map_err(|e| self.local(e))?;
+        if let Claim::Taken(other) = claim {
+            tracing::warn!(bridge = %self.id(), doc = %doc_id, other = %other, uid = %key, "two documents hold one meeting (created at once); they stay apart");
+        }
+        Ok(Some(role))
     }
 
     /// Whether this bridge's delete of the meeting in `current` tombstones it (see

@@ -1307,6 +1307,8 @@ impl Runner {
             .translate(&raw, Some(&view))
             .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
             .provider_view();
+        // An app-created meeting: invitations in other mailboxes attach to this document.
+        let role = self.claim_created_meeting(doc_id, &raw).await?;
         let shadow = Shadow {
             doc: doc_id.to_string(),
             etag,
@@ -1330,6 +1332,7 @@ impl Runner {
         let mut linked = record.clone();
         if let Some(link) = linked.links_mut().get_mut(self.id()) {
             link.id = href.clone();
+            meetings::set_role(link, role.as_ref());
         }
         self.write_diff(
             doc_id,

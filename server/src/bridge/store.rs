@@ -347,6 +347,34 @@ impl BridgeStore {
         Ok(Claim::Claimed)
     }
 
+    /// Claims meeting `key` of `workspace` for `doc` unless another document holds it (then
+    /// names that one).
+    pub fn claim_meeting(
+        &self,
+        workspace: &str,
+        key: &str,
+        doc: &str,
+    ) -> Result<Claim, StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        {
+            let mut meetings = txn.open_table(MEETINGS).map_err(db)?;
+            let holder = meetings
+                .get((workspace, key))
+                .map_err(db)?
+                .map(|v| v.value().to_owned());
+            if let Some(holder) = holder {
+                return Ok(if holder == doc {
+                    Claim::Claimed
+                } else {
+                    Claim::Taken(holder)
+                });
+            }
+            meetings.insert((workspace, key), doc).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(Claim::Claimed)
+    }
+
     /// The document holding meeting `key` of `workspace`, if claimed.
     pub fn meeting(&self, workspace: &str, key: &str) -> Result<Option<String>, StoreError> {
         let txn = self.storage.database().begin_read().map_err(db)?;
@@ -579,6 +607,19 @@ mod tests {
             .unwrap();
         assert_eq!(claim, Claim::Claimed);
         assert_eq!(store.meeting("ws", "uid-1").unwrap().as_deref(), Some("B"));
+        // A document the app created claims its meeting once a provider gave it a UID.
+        assert_eq!(
+            store.claim_meeting("ws", "uid-2", "D").unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_meeting("ws", "uid-2", "D").unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_meeting("ws", "uid-2", "E").unwrap(),
+            Claim::Taken("D".into())
+        );
     }
 
     #[test]
