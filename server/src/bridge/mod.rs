@@ -26,8 +26,12 @@
 //!   document is sent and becomes the link once the document is durable; a round first finishes
 //!   pending imports a crash interrupted (adopting the durable document, or recreating it with
 //!   the same id), so a record is never imported twice.
+//! - Meetings (`meetings`): a new Google/Graph record whose UID another mailbox of the workspace
+//!   already imported attaches to that document (a workspace-wide index claimed with the pending
+//!   import); pulls and pushes of a meeting copy carry only what its mailbox owns.
 //! - Deletes from the provider unlink, and tombstone only when no other live link remains or the
-//!   bridge is the record type's delete authority (`[[policies]]`, `field = "deleted"`); a
+//!   bridge is the record type's delete authority (`[[policies]]`, `field = "deleted"`; for a
+//!   meeting, by default the organizer's copy); a
 //!   round deleting more than `max_delete_fraction` of the linked records (or an empty complete
 //!   listing) applies nothing and waits in `needs_confirmation` for `?confirm_deletes=true`.
 //! - Policies: a conflict in a field whose `[[policies]]` authority is a bridge is resolved to
