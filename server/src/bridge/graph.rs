@@ -554,9 +554,15 @@ impl GraphProvider {
             }
             event_writes(&bundle, &event).map_err(translate_err)?
         } else {
-            response_write(&bundle, &event, &self.mailbox().await?)
-                .into_iter()
-                .collect()
+            match self.mailbox().await {
+                Ok(mailbox) => response_write(&bundle, &event, &mailbox)
+                    .into_iter()
+                    .collect(),
+                Err(e) => {
+                    warn!(bridge = %self.bridge, doc = %doc_id, event = %id, error = %e, "mailbox address unknown; the response is not sent");
+                    Vec::new()
+                }
+            }
         };
         if writes.is_empty() {
             return Ok(WriteOutcome::Unchanged);

@@ -491,8 +491,16 @@ fn event_of_record(record: &Record) -> Option<&CalendarEvent> {
 impl Runner {
     /// The role of the copy stored as `raw` (`None`: this bridge's records are no mailbox copies).
     pub(super) async fn copy_role(&self, raw: &str) -> Result<Option<CopyRole>, BridgeError> {
+        // Without its address a Graph copy still has a role; only its owner's response is
+        // unknown (a failing `GET /me` must not stop the calendar's sync).
         let mailbox = match &self.provider {
-            Provider::Graph(graph) => Some(graph.mailbox().await?),
+            Provider::Graph(graph) => match graph.mailbox().await {
+                Ok(address) => Some(address),
+                Err(e) => {
+                    tracing::warn!(bridge = %self.id(), error = %e, "mailbox address unknown; this mailbox's own meeting responses are not synced");
+                    None
+                }
+            },
             _ => None,
         };
         Ok(copy_role(&self.provider, raw, mailbox.as_deref()))
