@@ -26,6 +26,8 @@
 //!
 //! Must not: touch documents or the bridge store (the runner does), or print a secret.
 
+mod contacts;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,9 +54,9 @@ use tracing::{info, warn};
 
 use super::provider::{Changes, DeleteOutcome, Resource, WriteOutcome};
 use super::record::Record;
-use super::store::Shadow;
+use super::store::{BridgeStore, Shadow};
 use super::{BridgeError, Bridges};
-use crate::config::BridgeConfig;
+use crate::config::{BridgeConfig, BridgeKind};
 
 /// How far the configured window may drift from the stored delta link's before a round starts
 /// over with a fresh window.
@@ -81,14 +83,31 @@ enum Side {
 const SUBSCRIPTION_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(3);
 const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
+/// The `bridge_state` key of the stored subscription.
+const SUBSCRIPTION_KEY: &str = "graph_subscription";
+
+/// The subscription as stored in `bridge_state` (the clientState is a secret shared with Graph
+/// only, kept like Google's channel tokens).
+#[derive(Serialize, Deserialize)]
+struct StoredSubscription {
+    id: String,
+    client_state: String,
+    /// As Graph granted it (its answer, not what was asked).
+    expiration: chrono::DateTime<Utc>,
+}
+
 /// The change-notification subscription of one Graph bridge, shared by its provider (which
 /// creates and renews it) and the webhook endpoint (which checks notifications against it).
+/// Persisted in the bridge store once [`GraphHooks::load`] attached it, so a restart reuses an
+/// unexpired subscription (and keeps accepting its notifications) instead of creating another.
 #[derive(Default)]
 pub struct GraphHooks {
     /// `(subscription id, clientState, expiration)` of the live subscription.
     current: Mutex<Option<(String, String, chrono::DateTime<Utc>)>>,
     /// A lifecycle event asked for a renewal (or re-creation) at the next round.
     renew_now: AtomicBool,
+    /// Where `current` is persisted: the bridge id and its store.
+    store: std::sync::OnceLock<(String, BridgeStore)>,
 }
 
 impl std::fmt::Debug for GraphHooks {
@@ -106,10 +125,44 @@ impl GraphHooks {
     }
 
     fn set(&self, value: Option<(String, String, chrono::DateTime<Utc>)>) {
+        if let Some((bridge, store)) = self.store.get() {
+            let bytes = value.as_ref().and_then(|(id, client_state, expiration)| {
+                serde_json::to_vec(&StoredSubscription {
+                    id: id.clone(),
+                    client_state: client_state.clone(),
+                    expiration: *expiration,
+                })
+                .ok()
+            });
+            if let Err(e) = store.put_provider_state(bridge, SUBSCRIPTION_KEY, bytes.as_deref()) {
+                // Only costs a new subscription after a restart; polling covers the gap.
+                warn!(%bridge, error = %e, "cannot store the Graph subscription");
+            }
+        }
         *self
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
+
+    /// Attaches the bridge store and takes the subscription stored there (if any) as the live
+    /// one. An unreadable value is dropped with a warning (a new subscription replaces it).
+    pub fn load(&self, bridge: &str, store: BridgeStore) -> Result<(), BridgeError> {
+        let stored = store
+            .provider_state(bridge, SUBSCRIPTION_KEY)
+            .map_err(|e| BridgeError::local(bridge, e))?;
+        let current = stored.and_then(|bytes| {
+            serde_json::from_slice::<StoredSubscription>(&bytes)
+                .map_err(|e| warn!(%bridge, error = %e, "stored Graph subscription is unreadable; subscribing anew"))
+                .ok()
+        });
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            current.map(|s| (s.id, s.client_state, s.expiration));
+        let _ = self.store.set((bridge.to_owned(), store));
+        Ok(())
     }
 
     fn client_state_of(&self, subscription: &str) -> Option<String> {
@@ -176,12 +229,28 @@ impl Bridges {
 
 pub struct GraphProvider {
     bridge: String,
+    /// `resource = "contacts"`: the bridge syncs the mailbox's contacts instead of its calendar.
+    contacts: bool,
     hooks: std::sync::Arc<GraphHooks>,
     public_url: Option<String>,
     client: GraphClient,
     api_base: String,
     window_past: Duration,
     window_future: Duration,
+    /// Graph id -> the document whose create made it, learned from the `transactionId` of
+    /// pulled events, so the runner recognises its own create whose answer was lost.
+    created: Mutex<BTreeMap<String, DocumentId>>,
+}
+
+/// The `transactionId` of the create of document `doc`: a retried `POST /me/events` with the
+/// same value gets the event the first one made instead of a second one.
+fn transaction_id(doc: &DocumentId) -> String {
+    format!("driftless-{doc}")
+}
+
+/// The document whose create carried `transaction` (see [`transaction_id`]).
+fn transaction_document(transaction: &str) -> Option<DocumentId> {
+    transaction.strip_prefix("driftless-")?.parse().ok()
 }
 
 fn resource(bundle: &EventBundle) -> Resource {
@@ -190,6 +259,16 @@ fn resource(bundle: &EventBundle) -> Resource {
         etag: bundle.etag().map(str::to_owned),
         raw: bundle.to_raw(),
     }
+}
+
+/// The expiration Graph granted (its answer; it may be earlier than asked), else the asked one.
+fn granted(
+    sub: Option<&driftless_bridges::graph::wire::Subscription>,
+    asked: chrono::DateTime<Utc>,
+) -> chrono::DateTime<Utc> {
+    sub.and_then(|s| s.expiration_date_time.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(asked, |t| t.with_timezone(&Utc))
 }
 
 fn retry() -> RetryPolicy {
@@ -221,12 +300,14 @@ impl GraphProvider {
             GraphClient::new(graph).map_err(|e| anyhow::anyhow!("bridge {}: {e}", config.id))?;
         Ok(Self {
             bridge: config.id.clone(),
+            contacts: config.kind == BridgeKind::MicrosoftGraphContacts,
             hooks: std::sync::Arc::default(),
             public_url: settings.public_url.clone(),
             client,
             api_base: settings.api_base.clone(),
             window_past: settings.window_past,
             window_future: settings.window_future,
+            created: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -250,9 +331,10 @@ impl GraphProvider {
             Some((_, _, expires)) if !renew_now && expires - now > RENEW_BEFORE => {}
             Some((id, state, _)) => {
                 match self.client.renew_subscription(&id, &expiration_text).await {
-                    Ok(_) => {
-                        info!(bridge = %self.bridge, subscription = %id, "Graph subscription renewed");
-                        self.hooks.set(Some((id, state, expiration)));
+                    Ok(sub) => {
+                        let granted = granted(sub.as_ref(), expiration);
+                        info!(bridge = %self.bridge, subscription = %id, expires = %granted, "Graph subscription renewed");
+                        self.hooks.set(Some((id, state, granted)));
                     }
                     Err(e) => {
                         warn!(bridge = %self.bridge, subscription = %id, error = %e, "renewing the Graph subscription failed; creating a new one");
@@ -281,18 +363,18 @@ impl GraphProvider {
             self.bridge
         );
         let client_state = format!("{:032x}", rand::random::<u128>());
-        let body = subscription_body(
-            "/me/events",
-            &url,
-            Some(&url),
-            &client_state,
-            expiration_text,
-        );
+        let resource = if self.contacts {
+            "/me/contacts"
+        } else {
+            "/me/events"
+        };
+        let body = subscription_body(resource, &url, Some(&url), &client_state, expiration_text);
         match self.client.create_subscription(&body).await {
-            Ok(sub) => match sub.id {
+            Ok(sub) => match sub.id.clone() {
                 Some(id) => {
-                    info!(bridge = %self.bridge, subscription = %id, %url, "Graph subscription created");
-                    self.hooks.set(Some((id, client_state, expiration)));
+                    let granted = granted(Some(&sub), expiration);
+                    info!(bridge = %self.bridge, subscription = %id, %url, expires = %granted, "Graph subscription created");
+                    self.hooks.set(Some((id, client_state, granted)));
                 }
                 None => {
                     warn!(bridge = %self.bridge, "Graph created a subscription without an id; polling only")
@@ -336,18 +418,48 @@ impl GraphProvider {
             .map_err(|what| BridgeError::record(&self.bridge, what, None))
     }
 
-    /// Graph ids are chosen by Graph: no id names a document.
-    pub fn created_document(&self, _id: &str) -> Option<DocumentId> {
-        None
+    /// Graph ids are chosen by Graph; an event pulled with our `transactionId` names the
+    /// document whose create made it.
+    pub fn created_document(&self, id: &str) -> Option<DocumentId> {
+        self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
-    pub fn translate(&self, raw: &str) -> Result<Record, String> {
+    /// Remembers the document behind each pulled event that carries our `transactionId`.
+    fn learn_creates(&self, changed: &[Resource]) {
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in changed {
+            let doc = EventBundle::from_raw(&r.raw).ok().and_then(|b| {
+                b.event
+                    .get("transactionId")
+                    .and_then(Value::as_str)
+                    .and_then(transaction_document)
+            });
+            if let Some(doc) = doc {
+                created.insert(r.id.clone(), doc);
+            }
+        }
+    }
+
+    pub fn translate(&self, raw: &str, existing: Option<&Record>) -> Result<Record, String> {
+        if self.contacts {
+            return contacts::translate(raw, existing);
+        }
         let bundle = EventBundle::from_raw(raw).map_err(|e| e.to_string())?;
         let event = event_from_graph(&bundle, &self.bridge).map_err(|e| e.to_string())?;
         Ok(Record::Event(Box::new(event)))
     }
 
-    pub fn uid(raw: &str) -> Option<String> {
+    pub fn uid(&self, raw: &str) -> Option<String> {
+        if self.contacts {
+            return None; // Graph contact ids are stable: nothing to re-match by
+        }
         EventBundle::from_raw(raw).ok()?.ical_uid().map(series_uid)
     }
 
@@ -402,6 +514,9 @@ impl GraphProvider {
         links: &BTreeMap<String, Shadow>,
     ) -> Result<Changes, BridgeError> {
         self.maintain_subscription().await;
+        if self.contacts {
+            return self.contact_changes(token, links).await;
+        }
         let (window, delta_link) = self.round_start(token);
         let mut stored: BTreeMap<&str, EventBundle> = BTreeMap::new();
         let mut known = Vec::with_capacity(links.len());
@@ -479,15 +594,21 @@ impl GraphProvider {
             info!(bridge = %self.bridge, event = %id, "event left the sync window; kept as it is");
             listed(&mut changes, id);
         }
+        self.learn_creates(&changes.changed);
         Ok(changes)
     }
 
     /// Runs one write; on 412 returns Graph's current copy of the written item instead.
     async fn write(&self, op: WriteOp) -> Result<(GraphWriteOutcome, Option<Value>), BridgeError> {
+        let kind = if self.contacts {
+            ItemKind::Contact
+        } else {
+            ItemKind::Event
+        };
         let mut current = None;
         let outcome = self
             .client
-            .run_write(WriteJob::new(ItemKind::Event, op, retry()), |fresh| {
+            .run_write(WriteJob::new(kind, op, retry()), |fresh| {
                 current = Some(fresh);
                 None
             })
@@ -501,10 +622,19 @@ impl GraphProvider {
         doc_id: &DocumentId,
         record: &Record,
     ) -> Result<Resource, BridgeError> {
+        if self.contacts {
+            return self.create_contact(doc_id, record).await;
+        }
         let event = self.event(record, doc_id)?;
-        let body = event_create_body(&event).map_err(|e| {
+        let mut body = event_create_body(&event).map_err(|e| {
             BridgeError::record(&self.bridge, format!("document {doc_id}: {e}"), None)
         })?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert(
+                "transactionId".into(),
+                Value::String(transaction_id(doc_id)),
+            );
+        }
         match self.write(WriteOp::Create { body }).await? {
             (GraphWriteOutcome::Stored(row), _) => Ok(resource(&EventBundle::single(row))),
             (other, _) => Err(BridgeError::record(
@@ -522,6 +652,9 @@ impl GraphProvider {
         record: &Record,
         shadow: &Shadow,
     ) -> Result<WriteOutcome, BridgeError> {
+        if self.contacts {
+            return self.update_contact(doc_id, id, record, shadow).await;
+        }
         let event = self.event(record, doc_id)?;
         let mut bundle = self.bundle(id, &shadow.raw)?;
         let translate_err =
@@ -576,6 +709,9 @@ impl GraphProvider {
         id: &str,
         shadow: &Shadow,
     ) -> Result<DeleteOutcome, BridgeError> {
+        if self.contacts {
+            return self.delete_contact(id, shadow).await;
+        }
         let mut bundle = self.bundle(id, &shadow.raw)?;
         let op = WriteOp::Delete {
             id: id.to_owned(),
