@@ -215,7 +215,7 @@ async fn a_series_becomes_one_document_and_app_edits_reach_graph_quietly() -> an
     assert_eq!(event.title.as_deref(), Some("Standup"));
     assert_eq!(
         event.recurrence.as_ref().context("recurrence")?.rules["0"],
-        "RRULE:FREQ=DAILY;INTERVAL=1;COUNT=5"
+        "RRULE:FREQ=DAILY;COUNT=5"
     );
     assert_eq!(event.overrides.len(), 2, "{:?}", event.overrides);
     let moved = &event.overrides[&key(day(8))];
@@ -807,9 +807,9 @@ async fn subscriptions_survive_a_restart_and_are_renewed_before_they_expire() ->
         .await?;
     assert_eq!(status, 202, "the restarted server forgot the clientState");
 
-    // Graph grants only two hours from now on: the next round renews (PATCH), never recreates.
-    env.fake
-        .cap_subscription_lifetime(Duration::from_secs(7200));
+    // Graph grants only a few seconds from now on: after the next renewal, rounds renew it again
+    // before its granted end (halfway through), also after a restart; it is never recreated.
+    env.fake.cap_subscription_lifetime(Duration::from_secs(4));
     env.fake
         .lifecycle(&sub_id, "reauthorizationRequired")
         .await?;
@@ -820,25 +820,110 @@ async fn subscriptions_survive_a_restart_and_are_renewed_before_they_expire() ->
             }))
         })
         .await?;
-    assert!(renewed, "no renewal");
-    // The granted expiry is what is stored: after a restart the short-lived subscription is
-    // renewed at once rather than trusted for the three days asked.
+    assert!(renewed, "no renewal after reauthorizationRequired");
+    env.fake.clear_log();
     env.server.restart().await?;
     env.server.wait_ready(Duration::from_secs(10)).await?;
-    env.fake.clear_log();
-    env.api.sync(BRIDGE).await?;
-    let calls: Vec<(String, String)> = env
+    let renewed =
+        eventually(Duration::from_secs(15), || async {
+            env.api.sync(BRIDGE).await?;
+            Ok(env.fake.requests().iter().any(|r| {
+                r.method == "PATCH" && r.path.ends_with(&format!("/subscriptions/{sub_id}"))
+            }))
+        })
+        .await?;
+    assert!(
+        renewed,
+        "the short-lived subscription was not renewed before its end"
+    );
+    let created: Vec<Logged> = env
         .fake
         .requests()
         .into_iter()
-        .filter(|r| r.path.starts_with("/v1.0/subscriptions"))
-        .map(|r| (r.method, r.path))
+        .filter(|r| r.method == "POST" && r.path == "/v1.0/subscriptions")
         .collect();
-    assert_eq!(
-        calls,
-        [("PATCH".to_owned(), format!("/v1.0/subscriptions/{sub_id}"))],
-        "expected one renewal of the stored subscription"
+    assert!(
+        created.is_empty(),
+        "recreated instead of renewed: {created:?}"
     );
     assert_eq!(env.fake.subscriptions().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_refused() -> anyhow::Result<()> {
+    let (env, master) = Env::start().await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_event().await?;
+    let mut app = app_open(&env.server.url(), &doc_id, "rules").await?;
+    let set_rule = |rule: &'static str| {
+        move |e: &mut driftless_crdt_model::CalendarEvent| {
+            if let Some(r) = e.recurrence.as_mut() {
+                r.rules.insert("0".into(), rule.into());
+            }
+        }
+    };
+
+    // Seven instances instead of five: one PATCH of the master carrying only the recurrence.
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=DAILY;COUNT=7")).await?;
+    env.fake.clear_log();
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    let writes = env.writes();
+    let [patch] = writes.as_slice() else {
+        bail!("expected one write, got {writes:?}");
+    };
+    assert!(
+        patch.path.ends_with(&format!("/events/{master}")) && patch.status == 200,
+        "{patch:?}"
+    );
+    let body = patch.body.as_ref().context("PATCH body")?;
+    let keys: Vec<&String> = body.as_object().context("object")?.keys().collect();
+    assert_eq!(keys, ["recurrence"], "{body}");
+    let recurrence = &env.fake.event(&master).context("master")?["recurrence"];
+    assert_eq!(recurrence["pattern"]["type"], "daily", "{recurrence}");
+    assert_eq!(recurrence["range"]["type"], "numbered", "{recurrence}");
+    assert_eq!(
+        recurrence["range"]["numberOfOccurrences"], 7,
+        "{recurrence}"
+    );
+    assert_eq!(
+        recurrence["range"]["startDate"],
+        day(7).to_string().as_str(),
+        "{recurrence}"
+    );
+    // Graph lists the new occurrences; the rule reads back the same, then all is quiet.
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+    let event = app_event(&mut app, &doc_id).await?;
+    assert_eq!(
+        event.recurrence.as_ref().context("recurrence")?.rules["0"],
+        "RRULE:FREQ=DAILY;COUNT=7"
+    );
+
+    // Hourly: Graph has no such pattern. Nothing is written, Graph keeps its rule, the document
+    // keeps the app's, and the record's failed job names the document.
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=HOURLY;COUNT=3")).await?;
+    env.fake.clear_log();
+    env.api.try_sync(BRIDGE).await?;
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    assert_eq!(
+        env.fake.event(&master).context("master")?["recurrence"]["range"]["numberOfOccurrences"],
+        7
+    );
+    let status = env.api.bridge_status(BRIDGE).await?;
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&doc_id.to_string()) && error.contains("cannot express"),
+        "{status}"
+    );
+    env.api.try_sync(BRIDGE).await?;
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    let event = app_event(&mut app, &doc_id).await?;
+    assert_eq!(
+        event.recurrence.as_ref().context("recurrence")?.rules["0"],
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "the app's rule was silently changed"
+    );
     Ok(())
 }

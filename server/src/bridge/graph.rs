@@ -79,21 +79,32 @@ enum Side {
     Write,
 }
 
-/// How long a subscription is asked to live, and how long before its end it is renewed.
+/// How long a subscription is asked to live, and how long before its end it is renewed (at most;
+/// a subscription Graph granted for less is renewed halfway through its life).
 const SUBSCRIPTION_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(3);
 const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// The `bridge_state` key of the stored subscription.
 const SUBSCRIPTION_KEY: &str = "graph_subscription";
 
-/// The subscription as stored in `bridge_state` (the clientState is a secret shared with Graph
-/// only, kept like Google's channel tokens).
-#[derive(Serialize, Deserialize)]
-struct StoredSubscription {
+/// The live subscription, as kept in memory and stored in `bridge_state` (the clientState is a
+/// secret shared with Graph only, kept like Google's channel tokens).
+#[derive(Clone, Serialize, Deserialize)]
+struct Subscription {
     id: String,
     client_state: String,
+    /// When it was created or last renewed.
+    granted_at: chrono::DateTime<Utc>,
     /// As Graph granted it (its answer, not what was asked).
     expiration: chrono::DateTime<Utc>,
+}
+
+impl Subscription {
+    /// Renew once less than a day, or less than half of the granted lifetime, is left.
+    fn needs_renewal(&self, now: chrono::DateTime<Utc>) -> bool {
+        let lifetime = self.expiration - self.granted_at;
+        self.expiration - now <= RENEW_BEFORE.min(lifetime / 2)
+    }
 }
 
 /// The change-notification subscription of one Graph bridge, shared by its provider (which
@@ -102,8 +113,7 @@ struct StoredSubscription {
 /// unexpired subscription (and keeps accepting its notifications) instead of creating another.
 #[derive(Default)]
 pub struct GraphHooks {
-    /// `(subscription id, clientState, expiration)` of the live subscription.
-    current: Mutex<Option<(String, String, chrono::DateTime<Utc>)>>,
+    current: Mutex<Option<Subscription>>,
     /// A lifecycle event asked for a renewal (or re-creation) at the next round.
     renew_now: AtomicBool,
     /// Where `current` is persisted: the bridge id and its store.
@@ -117,23 +127,16 @@ impl std::fmt::Debug for GraphHooks {
 }
 
 impl GraphHooks {
-    fn current(&self) -> Option<(String, String, chrono::DateTime<Utc>)> {
+    fn current(&self) -> Option<Subscription> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    fn set(&self, value: Option<(String, String, chrono::DateTime<Utc>)>) {
+    fn set(&self, value: Option<Subscription>) {
         if let Some((bridge, store)) = self.store.get() {
-            let bytes = value.as_ref().and_then(|(id, client_state, expiration)| {
-                serde_json::to_vec(&StoredSubscription {
-                    id: id.clone(),
-                    client_state: client_state.clone(),
-                    expiration: *expiration,
-                })
-                .ok()
-            });
+            let bytes = value.as_ref().and_then(|s| serde_json::to_vec(s).ok());
             if let Err(e) = store.put_provider_state(bridge, SUBSCRIPTION_KEY, bytes.as_deref()) {
                 // Only costs a new subscription after a restart; polling covers the gap.
                 warn!(%bridge, error = %e, "cannot store the Graph subscription");
@@ -152,23 +155,22 @@ impl GraphHooks {
             .provider_state(bridge, SUBSCRIPTION_KEY)
             .map_err(|e| BridgeError::local(bridge, e))?;
         let current = stored.and_then(|bytes| {
-            serde_json::from_slice::<StoredSubscription>(&bytes)
+            serde_json::from_slice::<Subscription>(&bytes)
                 .map_err(|e| warn!(%bridge, error = %e, "stored Graph subscription is unreadable; subscribing anew"))
                 .ok()
         });
         *self
             .current
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            current.map(|s| (s.id, s.client_state, s.expiration));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = current;
         let _ = self.store.set((bridge.to_owned(), store));
         Ok(())
     }
 
     fn client_state_of(&self, subscription: &str) -> Option<String> {
         self.current()
-            .filter(|(id, _, _)| id == subscription)
-            .map(|(_, state, _)| state)
+            .filter(|s| s.id == subscription)
+            .map(|s| s.client_state)
     }
 }
 
@@ -328,22 +330,29 @@ impl GraphProvider {
             .min(now + chrono::TimeDelta::minutes(MAX_SUBSCRIPTION_MINUTES - 60));
         let expiration_text = expiration.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         match self.hooks.current() {
-            Some((_, _, expires)) if !renew_now && expires - now > RENEW_BEFORE => {}
-            Some((id, state, _)) => {
-                match self.client.renew_subscription(&id, &expiration_text).await {
-                    Ok(sub) => {
-                        let granted = granted(sub.as_ref(), expiration);
-                        info!(bridge = %self.bridge, subscription = %id, expires = %granted, "Graph subscription renewed");
-                        self.hooks.set(Some((id, state, granted)));
-                    }
-                    Err(e) => {
-                        warn!(bridge = %self.bridge, subscription = %id, error = %e, "renewing the Graph subscription failed; creating a new one");
-                        self.hooks.set(None);
-                        self.create_subscription(public_url, expiration, &expiration_text)
-                            .await;
-                    }
+            Some(sub) if !renew_now && !sub.needs_renewal(now) => {}
+            Some(Subscription {
+                id,
+                client_state: state,
+                ..
+            }) => match self.client.renew_subscription(&id, &expiration_text).await {
+                Ok(sub) => {
+                    let granted = granted(sub.as_ref(), expiration);
+                    info!(bridge = %self.bridge, subscription = %id, expires = %granted, "Graph subscription renewed");
+                    self.hooks.set(Some(Subscription {
+                        id,
+                        client_state: state,
+                        granted_at: now,
+                        expiration: granted,
+                    }));
                 }
-            }
+                Err(e) => {
+                    warn!(bridge = %self.bridge, subscription = %id, error = %e, "renewing the Graph subscription failed; creating a new one");
+                    self.hooks.set(None);
+                    self.create_subscription(public_url, expiration, &expiration_text)
+                        .await;
+                }
+            },
             None => {
                 self.create_subscription(public_url, expiration, &expiration_text)
                     .await;
@@ -374,7 +383,12 @@ impl GraphProvider {
                 Some(id) => {
                     let granted = granted(Some(&sub), expiration);
                     info!(bridge = %self.bridge, subscription = %id, %url, expires = %granted, "Graph subscription created");
-                    self.hooks.set(Some((id, client_state, granted)));
+                    self.hooks.set(Some(Subscription {
+                        id,
+                        client_state,
+                        granted_at: Utc::now(),
+                        expiration: granted,
+                    }));
                 }
                 None => {
                     warn!(bridge = %self.bridge, "Graph created a subscription without an id; polling only")
@@ -659,7 +673,11 @@ impl GraphProvider {
         let mut bundle = self.bundle(id, &shadow.raw)?;
         let translate_err =
             |e: driftless_bridges::graph::translate::TranslateError| -> BridgeError {
-                BridgeError::record(&self.bridge, format!("event {id}: {e}"), None)
+                BridgeError::record(
+                    &self.bridge,
+                    format!("document {doc_id}, event {id}: {e}"),
+                    None,
+                )
             };
         let unwritable = unwritable_changes(&bundle, &event).map_err(translate_err)?;
         if !unwritable.is_empty() {
