@@ -5,7 +5,8 @@
 //! that is deleted is); 429 with `Retry-After` is waited out; `GET /v1/bridges` lists the bridge.
 //!
 //! Contacts (`resource = "contacts"`): imported with slot-keyed emails and phones, an app edit is
-//! one `PATCH` of the changed fields with `If-Match`, a 412 race merges, deletes follow the rules.
+//! one `PATCH` of the changed fields with `If-Match`, a 412 race merges, 429 is waited out, deletes
+//! follow the rules. A 412 race on an event merges both edits without a conflict.
 //! A series' rule edited in the app is written as a `patternedRecurrence`; a rule Graph cannot
 //! express parks the record with an error naming the document and changes nothing at Graph. A
 //! create whose answer was lost is adopted through its `transactionId`. Subscriptions survive a
@@ -616,11 +617,17 @@ async fn contacts_sync_with_if_match_patches_and_follow_the_delete_rules() -> an
     assert!(api.conflicts(&ada_doc).await?.is_empty());
     quiet(&api, &fake).await?;
 
-    // A change in Outlook reaches the document.
+    // A change in Outlook reaches the document, 429s with Retry-After waited out on the way.
     fake.patch_contact(&bob, json!({"surname": "Bytes"}))
         .context("patch bob")?;
+    fake.throttle_next(2, 429, 1);
+    let started = std::time::Instant::now();
     let report = api.sync(BRIDGE).await?;
     assert_eq!(report["pulled"], 1, "{report}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
     let (bob_doc, record) = api
         .record_where("contact", "Bob", |r| r["name"]["given"] == "Bob")
         .await?;
