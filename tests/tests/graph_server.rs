@@ -6,11 +6,11 @@
 //!
 //! Contacts (`resource = "contacts"`): imported with slot-keyed emails and phones, an app edit is
 //! one `PATCH` of the changed fields with `If-Match`, a 412 race merges, 429 is waited out, deletes
-//! follow the rules. A 412 race on an event merges both edits without a conflict.
-//! A series' rule edited in the app is written as a `patternedRecurrence`; a rule Graph cannot
-//! express parks the record with an error naming the document and changes nothing at Graph. A
-//! create whose answer was lost is adopted through its `transactionId`. Subscriptions survive a
-//! restart and are renewed before they expire.
+//! follow the rules. A 412 race on an event merges both edits without a conflict. A series
+//! created, or whose rule is edited, in the app is written with a `patternedRecurrence`; a rule
+//! Graph cannot express parks the record with an error naming the document and changes nothing at
+//! Graph. A create whose answer was lost is adopted through its `transactionId`. Subscriptions
+//! survive a restart and are renewed before they expire.
 //!
 //! The events are placed relative to today, since the server's window is around the real now.
 //! Rounds are driven by `POST /v1/bridges/{id}/sync`.
@@ -932,5 +932,74 @@ async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_refused() -> a
         "RRULE:FREQ=HOURLY;COUNT=3",
         "the app's rule was silently changed"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_app_series_is_created_with_its_pattern_and_stays_quiet() -> anyhow::Result<()> {
+    let (env, _) = Env::start().await?;
+    env.api.sync(BRIDGE).await?;
+    let mut app =
+        driftless_tests::rust_client::RustClient::connect(&env.server.url(), "planner").await?;
+    let d = day(14);
+    let event = driftless_crdt_model::CalendarEvent {
+        title: Some("Planning".into()),
+        start: Some(format!("{d}T15:00:00Z")),
+        end: Some(format!("{d}T16:00:00Z")),
+        recurrence: Some(driftless_crdt_model::Recurrence {
+            rules: [(
+                "0".to_owned(),
+                "RRULE:FREQ=DAILY;INTERVAL=2;COUNT=3".to_owned(),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        links: [(BRIDGE.to_owned(), driftless_crdt_model::Link::default())].into(),
+        ..Default::default()
+    };
+    let mut doc = automerge::AutoCommit::new();
+    driftless_crdt_model::create_event(&mut doc, &event)?;
+    let doc_id = driftless_tests::dav_bridge::app_add(&mut app, doc).await?;
+
+    env.fake.clear_log();
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    let posts: Vec<Logged> = env
+        .writes()
+        .into_iter()
+        .filter(|w| w.method == "POST")
+        .collect();
+    let [post] = posts.as_slice() else {
+        bail!("expected one create, got {posts:?}");
+    };
+    let recurrence = &post.body.as_ref().context("POST body")?["recurrence"];
+    assert_eq!(recurrence["pattern"]["type"], "daily", "{recurrence}");
+    assert_eq!(recurrence["pattern"]["interval"], 2, "{recurrence}");
+    assert_eq!(
+        recurrence["range"]["numberOfOccurrences"], 3,
+        "{recurrence}"
+    );
+    assert_eq!(recurrence["range"]["startDate"], d.to_string().as_str());
+    let masters: Vec<Value> = env
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e["subject"] == "Planning")
+        .collect();
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    assert_eq!(masters[0]["type"], "seriesMaster");
+
+    // Its occurrences come back in the next pull: no second document, then nothing to do.
+    env.api.sync(BRIDGE).await?;
+    let planning: Vec<DocumentId> = env
+        .api
+        .records("calendar_event")
+        .await?
+        .into_iter()
+        .filter(|(_, r)| r["title"] == "Planning")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(planning, std::slice::from_ref(&doc_id));
+    env.quiet_round().await?;
     Ok(())
 }
