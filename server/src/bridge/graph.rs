@@ -754,3 +754,38 @@ impl GraphProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_id_names_its_document_and_nothing_else() {
+        let doc = DocumentId::from_bytes(&[7u8; 16]);
+        assert_eq!(transaction_document(&transaction_id(&doc)), Some(doc));
+        assert_eq!(transaction_document("driftless-not-a-document"), None);
+        assert_eq!(transaction_document("someone-else-7"), None);
+    }
+
+    #[test]
+    fn subscriptions_renew_a_day_or_half_their_life_before_the_end() {
+        let at = |hours: i64| {
+            chrono::DateTime::<Utc>::from_timestamp(1_800_000_000 + hours * 3600, 0)
+                .unwrap_or_default()
+        };
+        let sub = |granted: i64, expires: i64| Subscription {
+            id: "s".into(),
+            client_state: "c".into(),
+            granted_at: at(granted),
+            expiration: at(expires),
+        };
+        // Three days granted: renewed once a day is left.
+        assert!(!sub(0, 72).needs_renewal(at(47)));
+        assert!(sub(0, 72).needs_renewal(at(48)));
+        // Two hours granted: renewed halfway.
+        assert!(!sub(0, 2).needs_renewal(at(0)));
+        assert!(sub(0, 2).needs_renewal(at(1)));
+        // Expired: renewed (and recreated if Graph no longer has it).
+        assert!(sub(0, 2).needs_renewal(at(3)));
+    }
+}

@@ -89,7 +89,12 @@ impl GraphProvider {
         let delta_link = match token.filter(|t| !t.is_empty()) {
             None => None,
             Some(t) => match serde_json::from_str::<ContactCursor>(t) {
-                Ok(c) => Some(c.delta_link),
+                // A calendar cursor (the bridge's `resource` was changed) is not replayed.
+                Ok(c) if c.delta_link.contains("/contacts/delta") => Some(c.delta_link),
+                Ok(_) => {
+                    warn!(bridge = %self.bridge, "stored cursor is not a contacts delta link; complete round");
+                    None
+                }
                 Err(e) => {
                     warn!(bridge = %self.bridge, error = %e, "stored contacts cursor unreadable; complete round");
                     None
