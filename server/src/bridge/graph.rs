@@ -14,17 +14,25 @@
 //!   `SyncStateNotFound` restarts the round as a complete listing that the runner merges.
 //! - Writes: PATCH with only the changed fields and `If-Match` (the item's `@odata.etag`); a 412
 //!   `ErrorIrresolvableConflict` hands Graph's current copy back as stale for the runner to merge.
-//!   429/503 wait for `Retry-After` inside the machines.
+//!   429/503 wait for `Retry-After` inside the machines. A changed rule is PATCHed as a
+//!   `patternedRecurrence`; one Graph cannot express fails the record's job, naming the document.
+//!   Creates carry `transactionId = driftless-<document id>`: a retried create gets the event
+//!   the lost one made, and a pulled event carrying it is recognised as our own pending create
+//!   ([`GraphProvider::created_document`]) instead of being imported twice.
+//! - `resource = "contacts"` ([`BridgeKind::MicrosoftGraphContacts`]): the same provider syncs
+//!   the mailbox's contacts instead (`contacts`).
 //!
 //! - Webhooks (when `public_url` is set): each round first makes sure a change-notification
-//!   subscription on `/me/events` exists and is renewed a day before it expires; its `clientState`
-//!   is a random secret kept in memory ([`GraphHooks`]). `POST /webhooks/graph/{bridge}`
+//!   subscription on `/me/events` (or `/me/contacts`) exists and is renewed before it expires;
+//!   its id, random `clientState` and granted expiry are stored in the bridge store
+//!   ([`GraphHooks`]), so a restart reuses it. `POST /webhooks/graph/{bridge}`
 //!   ([`Bridges::graph_webhook`]) echoes the validation token, checks `clientState` on every
 //!   notification and only nudges the bridge task (bursts coalesce into one round; polling goes
 //!   on); `missed` / `subscriptionRemoved` / `reauthorizationRequired` make the next round renew
 //!   (or recreate) the subscription before its delta round.
 //!
-//! Must not: touch documents or the bridge store (the runner does), or print a secret.
+//! Must not: touch documents or the bridge store (the runner does; [`GraphHooks`] keeps only its
+//! subscription under its own `bridge_state` key), or print a secret.
 
 mod contacts;
 
