@@ -336,7 +336,7 @@ fn exceptions_and_deleted_occurrences_become_overrides() {
     let event = event_from_graph(&series_bundle(), BRIDGE).unwrap();
     assert_eq!(
         event.recurrence.as_ref().unwrap().rules["0"],
-        "RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=MO,TU,WE,TH,FR;WKST=MO"
+        "RRULE:FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;WKST=MO"
     );
     assert_eq!(
         event.start.as_deref(),
@@ -589,6 +589,13 @@ fn changes_graph_cannot_take_are_listed_not_dropped() {
         .unwrap()
         .rules
         .insert("0".into(), "RRULE:FREQ=DAILY".into());
+    // A rule change is written; an EXDATE is not (Graph has none: it deletes the occurrence).
+    changed
+        .recurrence
+        .as_mut()
+        .unwrap()
+        .exdates
+        .insert("20261117T080000Z".into(), "20261117T080000Z".into());
     // An instance outside what the bundle holds cannot be addressed.
     changed.overrides.insert(
         "20270104T080000Z".into(),
@@ -609,8 +616,12 @@ fn changes_graph_cannot_take_are_listed_not_dropped() {
         unwritable_changes(&bundle, &changed).unwrap(),
         vec!["status", "recurrence", "overrides"]
     );
-    // The addressable override is still written.
+    // The addressable override and the new rule are still written.
     let writes = event_writes(&bundle, &changed).unwrap();
+    assert!(writes.iter().any(|w| matches!(
+        w,
+        EventWrite::Patch { body, .. } if body.get("recurrence").is_some_and(|r| r["pattern"]["type"] == "daily")
+    )));
     assert!(
         writes
             .iter()

@@ -118,7 +118,9 @@ pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
         BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
             driftless_crdt_model::CALENDAR_EVENT
         }
-        BridgeKind::CardDav | BridgeKind::HubSpot => driftless_crdt_model::CONTACT,
+        BridgeKind::CardDav | BridgeKind::HubSpot | BridgeKind::MicrosoftGraphContacts => {
+            driftless_crdt_model::CONTACT
+        }
     }
 }
 
@@ -197,6 +199,9 @@ pub enum BridgeKind {
     HubSpot,
     /// Microsoft Graph calendar events (`calendarView/delta`) of one mailbox.
     MicrosoftGraph,
+    /// Microsoft Graph contacts (`contacts/delta`) of one mailbox: `kind = "microsoft_graph"`
+    /// with `resource = "contacts"` (one bridge syncs one record type).
+    MicrosoftGraphContacts,
 }
 
 impl BridgeKind {
@@ -206,7 +211,7 @@ impl BridgeKind {
             Self::CardDav => "carddav",
             Self::GoogleCalendar => "google_calendar",
             Self::HubSpot => "hubspot",
-            Self::MicrosoftGraph => "microsoft_graph",
+            Self::MicrosoftGraph | Self::MicrosoftGraphContacts => "microsoft_graph",
         }
     }
 }
@@ -790,7 +795,7 @@ fn parse_bridge(
         return Err(err("id", format!("`{id}` must match [a-z0-9-]+")));
     }
     let kind_text = string("kind", true)?.unwrap_or_default();
-    let kind = match kind_text.as_str() {
+    let mut kind = match kind_text.as_str() {
         "caldav" => BridgeKind::CalDav,
         "carddav" => BridgeKind::CardDav,
         "google_calendar" => BridgeKind::GoogleCalendar,
@@ -845,6 +850,17 @@ fn parse_bridge(
         let client_id = required("client_id")?;
         let refresh_token_env = required("refresh_token_env")?;
         let client_secret_env = string("client_secret_env", false)?;
+        // What the bridge syncs: calendar events (the default) or contacts.
+        match string("resource", false)?.as_deref() {
+            None | Some("calendar") => {}
+            Some("contacts") => kind = BridgeKind::MicrosoftGraphContacts,
+            Some(other) => {
+                return Err(err(
+                    "resource",
+                    format!("`{other}` is not one of calendar, contacts"),
+                ));
+            }
+        }
         let mut endpoint = |key: &str, default: &str| -> Result<String, ConfigError> {
             let value = string(key, false)?.unwrap_or_else(|| default.to_owned());
             if !(value.starts_with("http://") || value.starts_with("https://")) {
@@ -1843,6 +1859,31 @@ window_past = "7d"
             !shown.contains("s3cr3t") && !shown.contains("r3fr3sh"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn microsoft_graph_resource_picks_calendar_or_contacts() {
+        let text = |resource: &str| {
+            format!(
+                "[[bridges]]\nid = \"o\"\nkind = \"microsoft_graph\"\nclient_id = \"c\"\n\
+                 refresh_token_env = \"M_REFRESH\"\n{resource}"
+            )
+        };
+        let env = |name: &str| (name == "M_REFRESH").then(|| "r".to_owned());
+        let kind = |resource: &str| {
+            Config::from_toml_str_env(&text(resource), &env).map(|c| c.bridges[0].kind)
+        };
+        assert_eq!(kind("").unwrap(), BridgeKind::MicrosoftGraph);
+        assert_eq!(
+            kind("resource = \"calendar\"\n").unwrap(),
+            BridgeKind::MicrosoftGraph
+        );
+        let contacts = kind("resource = \"contacts\"\n").unwrap();
+        assert_eq!(contacts, BridgeKind::MicrosoftGraphContacts);
+        assert_eq!(bridge_record_type(contacts), "contact");
+        assert_eq!(contacts.as_str(), "microsoft_graph");
+        let msg = kind("resource = \"mail\"\n").unwrap_err().to_string();
+        assert!(msg.contains("resource") && msg.contains("mail"), "{msg}");
     }
 
     #[test]

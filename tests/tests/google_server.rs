@@ -1,7 +1,8 @@
 //! A `google_calendar` bridge in the real server, against the fake Calendar v3 server: a series
 //! with a moved and a cancelled instance becomes one `calendar_event` document an app reads; an
 //! app edit reaches Google as one `PATCH` with `If-Match`; a quiet round writes nothing; a 410
-//! leads to a merging resync without a duplicate; rate limits are backed off inside a round.
+//! leads to a merging resync without a duplicate; rate limits are backed off inside a round; an
+//! edit made elsewhere between our read and our PATCH (412) is merged, both edits kept.
 //!
 //! Rounds are driven by `POST /v1/bridges/{id}/sync`.
 
@@ -355,5 +356,47 @@ async fn rate_limits_are_backed_off_within_a_round() -> anyhow::Result<()> {
     );
     let (_, record) = env.only_event().await?;
     assert_eq!(record["title"], "Despite the limits");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_412_race_merges_both_edits_without_a_conflict() -> anyhow::Result<()> {
+    let (env, id) = Env::start().await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_event().await?;
+    let mut app = app_open(&env.server.url(), &doc_id, "racer").await?;
+
+    // Between our read of the series and our PATCH, another client changes its location.
+    app_edit_event(&mut app, &doc_id, |e| {
+        e.title = Some("Weekly review (renamed)".into())
+    })
+    .await?;
+    env.fake
+        .edit_before_next_write(CAL, &id, json!({"location": "Room 9"}));
+    env.fake.clear_log();
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+    let writes: Vec<(String, u16)> = env
+        .fake
+        .log()
+        .into_iter()
+        .filter(|r| r.is_event_write())
+        .map(|r| (r.method, r.status))
+        .collect();
+    assert_eq!(
+        writes,
+        [("PATCH".to_owned(), 412), ("PATCH".to_owned(), 200)],
+        "the stale etag was not met, or not retried after the merge"
+    );
+
+    // Both edits are applied everywhere; nothing is a conflict.
+    let stored = env.fake.event(CAL, &id).context("master")?;
+    assert_eq!(stored["summary"], "Weekly review (renamed)");
+    assert_eq!(stored["location"], "Room 9");
+    let event = app_event(&mut app, &doc_id).await?;
+    assert_eq!(event.title.as_deref(), Some("Weekly review (renamed)"));
+    assert_eq!(event.location.as_deref(), Some("Room 9"));
+    assert!(env.api.conflicts(&doc_id).await?.is_empty());
+    env.quiet_round().await?;
     Ok(())
 }

@@ -365,7 +365,7 @@ async fn stripped_occurrences_are_completed_and_exceptions_become_overrides() ->
     );
     assert_eq!(
         doc.recurrence.as_ref().map(|r| r.rules["0"].as_str()),
-        Some("RRULE:FREQ=DAILY;INTERVAL=1;COUNT=5")
+        Some("RRULE:FREQ=DAILY;COUNT=5")
     );
     assert!(doc.overrides.is_empty());
     // The delta rows were stripped; the bundle holds them completed from the fetched master.

@@ -4,7 +4,7 @@
 //! - [`wire`]: serde types of events, contacts, delta pages, errors and tokens (unknown fields kept).
 //! - [`tz`]: Windows time-zone ids <-> IANA, HTML bodies -> plain text (pure).
 //! - [`translate`]: Graph items <-> canonical records, and PATCH bodies with only changed fields
-//!   (pure).
+//!   (pure); [`recurrence`]: `patternedRecurrence` <-> rules over crdt-model's mapping (pure).
 //! - [`sync`]: delta rounds, master completion, removal probes, resync merging and conditional
 //!   writes as sans-IO state machines, plus the link-table plans.
 //! - [`webhook`]: change notifications (validation token, `clientState`, lifecycle events) as
@@ -13,6 +13,7 @@
 //!   requests.
 
 pub mod client;
+pub mod recurrence;
 pub mod sync;
 pub mod translate;
 pub mod tz;

@@ -21,13 +21,13 @@
 //! a date for all-day events. Instance keys are the original start in UTC basic form (the date for
 //! all-day series).
 //!
-//! Recurrence: the Graph `recurrence` object stays in the bundle; the canonical `rules` come from
-//! [`rrule_of_recurrence`], a stand-in for the crdt-model mapping (see its doc).
+//! Recurrence: the Graph `recurrence` object stays in the bundle; the canonical `rules` and the
+//! `recurrence` a PATCH carries come from [`super::recurrence`] (crdt-model's mapping); a rule
+//! Graph cannot express is an error naming the item, never a different rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike, Utc};
-use chrono_tz::Tz;
 use driftless_crdt_model::{
     Attendee, CalendarEvent, Contact, ContactPoint, Name, Organizer, Override, Recurrence,
     ResolvedTime, SlotKind, assign_slots,
@@ -35,8 +35,9 @@ use driftless_crdt_model::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::recurrence::{self, RecurrenceWriteError};
 use super::tz::{self, Zone};
-use super::wire::{self, EventType, PatternedRecurrence};
+use super::wire::{self, EventType};
 
 /// Why an item or a canonical value could not be translated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -55,6 +56,10 @@ pub enum TranslateError {
         field: String,
         reason: String,
     },
+}
+
+fn recurrence_error(item: &str, err: &RecurrenceWriteError) -> TranslateError {
+    field_error(item, "recurrence", err.to_string())
 }
 
 fn field_error(item: &str, field: &str, reason: impl Into<String>) -> TranslateError {
@@ -148,14 +153,6 @@ fn parse_wall(s: &str) -> Option<NaiveDateTime> {
 
 fn wall_string(t: &NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
-}
-
-fn basic_utc(t: &NaiveDateTime) -> String {
-    t.format("%Y%m%dT%H%M%SZ").to_string()
-}
-
-fn basic_date(d: &NaiveDate) -> String {
-    d.format("%Y%m%d").to_string()
 }
 
 /// A Graph time as the canonical `start`/`end` string. `display_zone` is the zone the organizer
@@ -261,130 +258,6 @@ pub fn key_instant(key: &str) -> Option<NaiveDateTime> {
             .map(|d| d.and_time(NaiveTime::MIN));
     }
     NaiveDateTime::parse_from_str(key.strip_suffix('Z')?, "%Y%m%dT%H%M%S").ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recurrence (stand-in)
-// ---------------------------------------------------------------------------------------------
-
-fn byday(day: &str) -> Option<&'static str> {
-    Some(match day.to_ascii_lowercase().as_str() {
-        "sunday" => "SU",
-        "monday" => "MO",
-        "tuesday" => "TU",
-        "wednesday" => "WE",
-        "thursday" => "TH",
-        "friday" => "FR",
-        "saturday" => "SA",
-        _ => return None,
-    })
-}
-
-/// SWAP POINT (issue 7): a stand-in for the Graph `patternedRecurrence` -> RRULE mapping that the
-/// recurrence engine in `driftless-crdt-model` owns (every pattern type, lossy cases reported as
-/// conflicts). When that lands, call it here and delete this function; nothing else in the Graph
-/// bridge depends on how the rule is built. This version follows `providers.md` 2.3 for the six
-/// pattern types and three range types.
-pub fn rrule_of_recurrence(
-    r: &PatternedRecurrence,
-    all_day: bool,
-    series_zone: Option<Tz>,
-) -> Result<String, String> {
-    let p = r.pattern.as_ref().ok_or("recurrence without pattern")?;
-    let kind = p.pattern_type.as_deref().ok_or("pattern without type")?;
-    let interval = p.interval.unwrap_or(1).max(1);
-    let days = || -> Result<String, String> {
-        let days = p.days_of_week.as_deref().unwrap_or_default();
-        if days.is_empty() {
-            return Err(format!("{kind} pattern without daysOfWeek"));
-        }
-        days.iter()
-            .map(|d| byday(d).ok_or_else(|| format!("unknown day {d:?}")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(|v| v.join(","))
-    };
-    let setpos = || -> Result<i32, String> {
-        Ok(match p.index.as_deref().unwrap_or("first") {
-            "first" => 1,
-            "second" => 2,
-            "third" => 3,
-            "fourth" => 4,
-            "last" => -1,
-            other => return Err(format!("unknown index {other:?}")),
-        })
-    };
-    let day_of_month = || {
-        p.day_of_month
-            .ok_or(format!("{kind} pattern without dayOfMonth"))
-    };
-    let month = || p.month.ok_or(format!("{kind} pattern without month"));
-    let mut rule = match kind {
-        "daily" => format!("FREQ=DAILY;INTERVAL={interval}"),
-        "weekly" => {
-            let wkst = byday(p.first_day_of_week.as_deref().unwrap_or("sunday")).unwrap_or("SU");
-            format!(
-                "FREQ=WEEKLY;INTERVAL={interval};BYDAY={};WKST={wkst}",
-                days()?
-            )
-        }
-        "absoluteMonthly" => format!(
-            "FREQ=MONTHLY;INTERVAL={interval};BYMONTHDAY={}",
-            day_of_month()?
-        ),
-        "relativeMonthly" => format!(
-            "FREQ=MONTHLY;INTERVAL={interval};BYDAY={};BYSETPOS={}",
-            days()?,
-            setpos()?
-        ),
-        "absoluteYearly" => format!(
-            "FREQ=YEARLY;INTERVAL={interval};BYMONTH={};BYMONTHDAY={}",
-            month()?,
-            day_of_month()?
-        ),
-        "relativeYearly" => format!(
-            "FREQ=YEARLY;INTERVAL={interval};BYMONTH={};BYDAY={};BYSETPOS={}",
-            month()?,
-            days()?,
-            setpos()?
-        ),
-        other => return Err(format!("unknown pattern type {other:?}")),
-    };
-    if let Some(range) = &r.range {
-        match range.range_type.as_deref().unwrap_or("noEnd") {
-            "noEnd" => {}
-            "numbered" => {
-                let n = range
-                    .number_of_occurrences
-                    .filter(|n| *n > 0)
-                    .ok_or("numbered range without numberOfOccurrences")?;
-                rule.push_str(&format!(";COUNT={n}"));
-            }
-            "endDate" => {
-                let end = range
-                    .end_date
-                    .as_deref()
-                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-                    .ok_or("endDate range without a valid endDate")?;
-                if all_day {
-                    rule.push_str(&format!(";UNTIL={}", basic_date(&end)));
-                } else {
-                    let last = end.and_hms_opt(23, 59, 59).ok_or("bad endDate")?;
-                    let zone = range
-                        .recurrence_time_zone
-                        .as_deref()
-                        .and_then(tz::windows_to_iana)
-                        .or(series_zone);
-                    let utc = match zone {
-                        Some(tz) => ResolvedTime::Zoned(last, tz).instant(),
-                        None => last,
-                    };
-                    rule.push_str(&format!(";UNTIL={}", basic_utc(&utc)));
-                }
-            }
-            other => return Err(format!("unknown range type {other:?}")),
-        }
-    }
-    Ok(format!("RRULE:{rule}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,15 +691,11 @@ pub fn event_from_graph(
     let e = parse_event(&bundle.event)?;
     let all_day = e.is_all_day.unwrap_or(false);
     let f = fields_of(&e, all_day)?;
-    let series_zone = e
-        .original_start_time_zone
-        .as_deref()
-        .and_then(tz::windows_to_iana);
-    let recurrence = match &e.recurrence {
+    let recurrence = match bundle.event.get("recurrence").filter(|r| !r.is_null()) {
         Some(r) if bundle.is_series() => Some(Recurrence {
             rules: BTreeMap::from([(
                 "0".to_owned(),
-                rrule_of_recurrence(r, all_day, series_zone)
+                recurrence::rule_of_graph(r, f.start.as_deref())
                     .map_err(|reason| field_error(&e.id, "recurrence", reason))?,
             )]),
             ..Recurrence::default()
@@ -1061,12 +930,14 @@ fn patch_fields(
 
 /// The writes that bring Graph's copy (`bundle`) to `event`: a PATCH of the master (or single
 /// event) with only the changed fields, a PATCH per instance whose override changed, and a DELETE
-/// per newly cancelled occurrence. Empty when Graph already says what `event` says.
+/// per newly cancelled occurrence. Empty when Graph already says what `event` says. A changed rule
+/// of a series goes into the master's PATCH as a `patternedRecurrence`; a rule Graph cannot
+/// express is an error naming the item (nothing is written).
 ///
 /// Not written (documented in docs/providers/graph.md): `status` (Graph cancels through
 /// `POST /cancel`, organizer only), `organizer`, `ical_uid`, attendee responses (each attendee
-/// answers with `accept`/`decline` in their own mailbox), recurrence rule changes (waits for the
-/// crdt-model mapping; see [`rrule_of_recurrence`]), and overrides of instances outside the window.
+/// answers with `accept`/`decline` in their own mailbox), adding or removing a recurrence, EXDATE
+/// and RDATE edits, and overrides of instances outside the window.
 pub fn event_writes(
     bundle: &EventBundle,
     event: &CalendarEvent,
@@ -1088,9 +959,14 @@ pub fn event_writes(
         Some((&event.start, &event.end)),
         Some(&event.attendees),
     )?;
-    // SWAP POINT (issue 7): once crdt-model maps RRULE -> patternedRecurrence, compare
-    // `event.recurrence` with what `bundle` says here and put `recurrence` into this PATCH body.
-    // Until then a rule change is listed by `unwritable_changes` instead of being written.
+    // A changed rule goes into the same PATCH as a `patternedRecurrence`; one Graph cannot
+    // express is an error (the caller reports it on the record), never a different rule.
+    if let Some(pattern) =
+        recurrence::recurrence_change(event, &theirs, bundle.event.get("recurrence"))
+            .map_err(|err| recurrence_error(&e.id, &err))?
+    {
+        body.insert("recurrence".into(), pattern);
+    }
     if !body.is_empty() {
         writes.push(EventWrite::Patch {
             id: e.id.clone(),
@@ -1180,13 +1056,14 @@ pub fn unwritable_changes(
     if event.ical_uid.is_some() && event.ical_uid != theirs.ical_uid {
         out.push("ical_uid");
     }
-    let rules = |e: &CalendarEvent| e.recurrence.as_ref().map(|r| r.rules.clone());
+    // Rule changes of a series are written ([`event_writes`]); adding or removing a recurrence
+    // and EXDATE/RDATE edits are not.
     let dates = |e: &CalendarEvent| {
         e.recurrence
             .as_ref()
             .map(|r| (r.exdates.clone(), r.rdates.clone()))
     };
-    if rules(event) != rules(&theirs) || dates(event) != dates(&theirs) {
+    if event.recurrence.is_some() != theirs.recurrence.is_some() || dates(event) != dates(&theirs) {
         out.push("recurrence");
     }
     let none = Override::default();
@@ -1235,6 +1112,11 @@ pub fn event_create_body(event: &CalendarEvent) -> Result<Value, TranslateError>
     )?;
     if !body.contains_key("subject") {
         body.insert("subject".into(), json!(""));
+    }
+    if let Some(pattern) = recurrence::graph_recurrence(event, None)
+        .map_err(|err| recurrence_error("(new event)", &err))?
+    {
+        body.insert("recurrence".into(), pattern);
     }
     if let Some(uid) = &event.ical_uid {
         // Graph ignores a client iCalUId on create today; sending it costs nothing and keeps the
@@ -1473,35 +1355,4 @@ pub fn contact_patch(raw: &Value, contact: &Contact) -> Map<String, Value> {
 /// The body of `POST /me/contacts` for a contact created in driftless.
 pub fn contact_create_body(contact: &Contact) -> Value {
     Value::Object(contact_patch(&json!({}), contact))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stand_in_recurrence_mapping() {
-        let r: PatternedRecurrence = serde_json::from_value(json!({
-            "pattern": {"type": "relativeMonthly", "interval": 1, "daysOfWeek": ["thursday"], "index": "third"},
-            "range": {"type": "numbered", "startDate": "2026-11-19", "numberOfOccurrences": 10}
-        }))
-        .unwrap();
-        assert_eq!(
-            rrule_of_recurrence(&r, false, None).unwrap(),
-            "RRULE:FREQ=MONTHLY;INTERVAL=1;BYDAY=TH;BYSETPOS=3;COUNT=10"
-        );
-        let r: PatternedRecurrence = serde_json::from_value(json!({
-            "pattern": {"type": "weekly", "interval": 2, "daysOfWeek": ["monday", "friday"], "firstDayOfWeek": "monday"},
-            "range": {"type": "endDate", "startDate": "2026-11-02", "endDate": "2026-12-31", "recurrenceTimeZone": "W. Europe Standard Time"}
-        }))
-        .unwrap();
-        assert_eq!(
-            rrule_of_recurrence(&r, false, None).unwrap(),
-            "RRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,FR;WKST=MO;UNTIL=20261231T225959Z"
-        );
-        assert_eq!(
-            rrule_of_recurrence(&r, true, None).unwrap(),
-            "RRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,FR;WKST=MO;UNTIL=20261231"
-        );
-    }
 }

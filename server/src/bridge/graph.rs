@@ -14,17 +14,27 @@
 //!   `SyncStateNotFound` restarts the round as a complete listing that the runner merges.
 //! - Writes: PATCH with only the changed fields and `If-Match` (the item's `@odata.etag`); a 412
 //!   `ErrorIrresolvableConflict` hands Graph's current copy back as stale for the runner to merge.
-//!   429/503 wait for `Retry-After` inside the machines.
+//!   429/503 wait for `Retry-After` inside the machines. A changed rule is PATCHed as a
+//!   `patternedRecurrence`; one Graph cannot express fails the record's job, naming the document.
+//!   Creates carry `transactionId = driftless-<document id>`: a retried create gets the event
+//!   the lost one made, and a pulled event carrying it is recognised as our own pending create
+//!   ([`GraphProvider::created_document`]) instead of being imported twice.
+//! - `resource = "contacts"` ([`BridgeKind::MicrosoftGraphContacts`]): the same provider syncs
+//!   the mailbox's contacts instead (`contacts`).
 //!
 //! - Webhooks (when `public_url` is set): each round first makes sure a change-notification
-//!   subscription on `/me/events` exists and is renewed a day before it expires; its `clientState`
-//!   is a random secret kept in memory ([`GraphHooks`]). `POST /webhooks/graph/{bridge}`
+//!   subscription on `/me/events` (or `/me/contacts`) exists and is renewed before it expires;
+//!   its id, random `clientState` and granted expiry are stored in the bridge store
+//!   ([`GraphHooks`]), so a restart reuses it. `POST /webhooks/graph/{bridge}`
 //!   ([`Bridges::graph_webhook`]) echoes the validation token, checks `clientState` on every
 //!   notification and only nudges the bridge task (bursts coalesce into one round; polling goes
 //!   on); `missed` / `subscriptionRemoved` / `reauthorizationRequired` make the next round renew
 //!   (or recreate) the subscription before its delta round.
 //!
-//! Must not: touch documents or the bridge store (the runner does), or print a secret.
+//! Must not: touch documents or the bridge store (the runner does; [`GraphHooks`] keeps only its
+//! subscription under its own `bridge_state` key), or print a secret.
+
+mod contacts;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -53,9 +63,9 @@ use tracing::{info, warn};
 
 use super::provider::{Changes, DeleteOutcome, Resource, WriteOutcome};
 use super::record::Record;
-use super::store::Shadow;
+use super::store::{BridgeStore, Shadow};
 use super::{BridgeError, Bridges};
-use crate::config::BridgeConfig;
+use crate::config::{BridgeConfig, BridgeKind};
 
 /// How far the configured window may drift from the stored delta link's before a round starts
 /// over with a fresh window.
@@ -78,18 +88,45 @@ enum Side {
     Write,
 }
 
-/// How long a subscription is asked to live, and how long before its end it is renewed.
+/// How long a subscription is asked to live, and how long before its end it is renewed (at most;
+/// a subscription Graph granted for less is renewed halfway through its life).
 const SUBSCRIPTION_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(3);
 const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
+/// The `bridge_state` key of the stored subscription.
+const SUBSCRIPTION_KEY: &str = "graph_subscription";
+
+/// The live subscription, as kept in memory and stored in `bridge_state` (the clientState is a
+/// secret shared with Graph only, kept like Google's channel tokens).
+#[derive(Clone, Serialize, Deserialize)]
+struct Subscription {
+    id: String,
+    client_state: String,
+    /// When it was created or last renewed.
+    granted_at: chrono::DateTime<Utc>,
+    /// As Graph granted it (its answer, not what was asked).
+    expiration: chrono::DateTime<Utc>,
+}
+
+impl Subscription {
+    /// Renew once less than a day, or less than half of the granted lifetime, is left.
+    fn needs_renewal(&self, now: chrono::DateTime<Utc>) -> bool {
+        let lifetime = self.expiration - self.granted_at;
+        self.expiration - now <= RENEW_BEFORE.min(lifetime / 2)
+    }
+}
+
 /// The change-notification subscription of one Graph bridge, shared by its provider (which
 /// creates and renews it) and the webhook endpoint (which checks notifications against it).
+/// Persisted in the bridge store once [`GraphHooks::load`] attached it, so a restart reuses an
+/// unexpired subscription (and keeps accepting its notifications) instead of creating another.
 #[derive(Default)]
 pub struct GraphHooks {
-    /// `(subscription id, clientState, expiration)` of the live subscription.
-    current: Mutex<Option<(String, String, chrono::DateTime<Utc>)>>,
+    current: Mutex<Option<Subscription>>,
     /// A lifecycle event asked for a renewal (or re-creation) at the next round.
     renew_now: AtomicBool,
+    /// Where `current` is persisted: the bridge id and its store.
+    store: std::sync::OnceLock<(String, BridgeStore)>,
 }
 
 impl std::fmt::Debug for GraphHooks {
@@ -99,24 +136,50 @@ impl std::fmt::Debug for GraphHooks {
 }
 
 impl GraphHooks {
-    fn current(&self) -> Option<(String, String, chrono::DateTime<Utc>)> {
+    fn current(&self) -> Option<Subscription> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    fn set(&self, value: Option<(String, String, chrono::DateTime<Utc>)>) {
+    fn set(&self, value: Option<Subscription>) {
+        if let Some((bridge, store)) = self.store.get() {
+            let bytes = value.as_ref().and_then(|s| serde_json::to_vec(s).ok());
+            if let Err(e) = store.put_provider_state(bridge, SUBSCRIPTION_KEY, bytes.as_deref()) {
+                // Only costs a new subscription after a restart; polling covers the gap.
+                warn!(%bridge, error = %e, "cannot store the Graph subscription");
+            }
+        }
         *self
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
     }
 
+    /// Attaches the bridge store and takes the subscription stored there (if any) as the live
+    /// one. An unreadable value is dropped with a warning (a new subscription replaces it).
+    pub fn load(&self, bridge: &str, store: BridgeStore) -> Result<(), BridgeError> {
+        let stored = store
+            .provider_state(bridge, SUBSCRIPTION_KEY)
+            .map_err(|e| BridgeError::local(bridge, e))?;
+        let current = stored.and_then(|bytes| {
+            serde_json::from_slice::<Subscription>(&bytes)
+                .map_err(|e| warn!(%bridge, error = %e, "stored Graph subscription is unreadable; subscribing anew"))
+                .ok()
+        });
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = current;
+        let _ = self.store.set((bridge.to_owned(), store));
+        Ok(())
+    }
+
     fn client_state_of(&self, subscription: &str) -> Option<String> {
         self.current()
-            .filter(|(id, _, _)| id == subscription)
-            .map(|(_, state, _)| state)
+            .filter(|s| s.id == subscription)
+            .map(|s| s.client_state)
     }
 }
 
@@ -177,6 +240,8 @@ impl Bridges {
 
 pub struct GraphProvider {
     bridge: String,
+    /// `resource = "contacts"`: the bridge syncs the mailbox's contacts instead of its calendar.
+    contacts: bool,
     hooks: std::sync::Arc<GraphHooks>,
     public_url: Option<String>,
     client: GraphClient,
@@ -185,6 +250,20 @@ pub struct GraphProvider {
     window_future: Duration,
     /// The mailbox's own address (`GET /me`), asked once: it keys the owner's attendee entry.
     mailbox: tokio::sync::OnceCell<String>,
+    /// Graph id -> the document whose create made it, learned from the `transactionId` of
+    /// pulled events, so the runner recognises its own create whose answer was lost.
+    created: Mutex<BTreeMap<String, DocumentId>>,
+}
+
+/// The `transactionId` of the create of document `doc`: a retried `POST /me/events` with the
+/// same value gets the event the first one made instead of a second one.
+fn transaction_id(doc: &DocumentId) -> String {
+    format!("driftless-{doc}")
+}
+
+/// The document whose create carried `transaction` (see [`transaction_id`]).
+fn transaction_document(transaction: &str) -> Option<DocumentId> {
+    transaction.strip_prefix("driftless-")?.parse().ok()
 }
 
 fn resource(bundle: &EventBundle) -> Resource {
@@ -193,6 +272,16 @@ fn resource(bundle: &EventBundle) -> Resource {
         etag: bundle.etag().map(str::to_owned),
         raw: bundle.to_raw(),
     }
+}
+
+/// The expiration Graph granted (its answer; it may be earlier than asked), else the asked one.
+fn granted(
+    sub: Option<&driftless_bridges::graph::wire::Subscription>,
+    asked: chrono::DateTime<Utc>,
+) -> chrono::DateTime<Utc> {
+    sub.and_then(|s| s.expiration_date_time.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(asked, |t| t.with_timezone(&Utc))
 }
 
 fn retry() -> RetryPolicy {
@@ -224,6 +313,7 @@ impl GraphProvider {
             GraphClient::new(graph).map_err(|e| anyhow::anyhow!("bridge {}: {e}", config.id))?;
         Ok(Self {
             bridge: config.id.clone(),
+            contacts: config.kind == BridgeKind::MicrosoftGraphContacts,
             hooks: std::sync::Arc::default(),
             public_url: settings.public_url.clone(),
             client,
@@ -231,6 +321,7 @@ impl GraphProvider {
             window_past: settings.window_past,
             window_future: settings.window_future,
             mailbox: tokio::sync::OnceCell::new(),
+            created: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -251,21 +342,29 @@ impl GraphProvider {
             .min(now + chrono::TimeDelta::minutes(MAX_SUBSCRIPTION_MINUTES - 60));
         let expiration_text = expiration.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         match self.hooks.current() {
-            Some((_, _, expires)) if !renew_now && expires - now > RENEW_BEFORE => {}
-            Some((id, state, _)) => {
-                match self.client.renew_subscription(&id, &expiration_text).await {
-                    Ok(_) => {
-                        info!(bridge = %self.bridge, subscription = %id, "Graph subscription renewed");
-                        self.hooks.set(Some((id, state, expiration)));
-                    }
-                    Err(e) => {
-                        warn!(bridge = %self.bridge, subscription = %id, error = %e, "renewing the Graph subscription failed; creating a new one");
-                        self.hooks.set(None);
-                        self.create_subscription(public_url, expiration, &expiration_text)
-                            .await;
-                    }
+            Some(sub) if !renew_now && !sub.needs_renewal(now) => {}
+            Some(Subscription {
+                id,
+                client_state: state,
+                ..
+            }) => match self.client.renew_subscription(&id, &expiration_text).await {
+                Ok(sub) => {
+                    let granted = granted(sub.as_ref(), expiration);
+                    info!(bridge = %self.bridge, subscription = %id, expires = %granted, "Graph subscription renewed");
+                    self.hooks.set(Some(Subscription {
+                        id,
+                        client_state: state,
+                        granted_at: now,
+                        expiration: granted,
+                    }));
                 }
-            }
+                Err(e) => {
+                    warn!(bridge = %self.bridge, subscription = %id, error = %e, "renewing the Graph subscription failed; creating a new one");
+                    self.hooks.set(None);
+                    self.create_subscription(public_url, expiration, &expiration_text)
+                        .await;
+                }
+            },
             None => {
                 self.create_subscription(public_url, expiration, &expiration_text)
                     .await;
@@ -285,18 +384,23 @@ impl GraphProvider {
             self.bridge
         );
         let client_state = format!("{:032x}", rand::random::<u128>());
-        let body = subscription_body(
-            "/me/events",
-            &url,
-            Some(&url),
-            &client_state,
-            expiration_text,
-        );
+        let resource = if self.contacts {
+            "/me/contacts"
+        } else {
+            "/me/events"
+        };
+        let body = subscription_body(resource, &url, Some(&url), &client_state, expiration_text);
         match self.client.create_subscription(&body).await {
-            Ok(sub) => match sub.id {
+            Ok(sub) => match sub.id.clone() {
                 Some(id) => {
-                    info!(bridge = %self.bridge, subscription = %id, %url, "Graph subscription created");
-                    self.hooks.set(Some((id, client_state, expiration)));
+                    let granted = granted(Some(&sub), expiration);
+                    info!(bridge = %self.bridge, subscription = %id, %url, expires = %granted, "Graph subscription created");
+                    self.hooks.set(Some(Subscription {
+                        id,
+                        client_state,
+                        granted_at: Utc::now(),
+                        expiration: granted,
+                    }));
                 }
                 None => {
                     warn!(bridge = %self.bridge, "Graph created a subscription without an id; polling only")
@@ -353,18 +457,48 @@ impl GraphProvider {
             .cloned()
     }
 
-    /// Graph ids are chosen by Graph: no id names a document.
-    pub fn created_document(&self, _id: &str) -> Option<DocumentId> {
-        None
+    /// Graph ids are chosen by Graph; an event pulled with our `transactionId` names the
+    /// document whose create made it.
+    pub fn created_document(&self, id: &str) -> Option<DocumentId> {
+        self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
-    pub fn translate(&self, raw: &str) -> Result<Record, String> {
+    /// Remembers the document behind each pulled event that carries our `transactionId`.
+    fn learn_creates(&self, changed: &[Resource]) {
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in changed {
+            let doc = EventBundle::from_raw(&r.raw).ok().and_then(|b| {
+                b.event
+                    .get("transactionId")
+                    .and_then(Value::as_str)
+                    .and_then(transaction_document)
+            });
+            if let Some(doc) = doc {
+                created.insert(r.id.clone(), doc);
+            }
+        }
+    }
+
+    pub fn translate(&self, raw: &str, existing: Option<&Record>) -> Result<Record, String> {
+        if self.contacts {
+            return contacts::translate(raw, existing);
+        }
         let bundle = EventBundle::from_raw(raw).map_err(|e| e.to_string())?;
         let event = event_from_graph(&bundle, &self.bridge).map_err(|e| e.to_string())?;
         Ok(Record::Event(Box::new(event)))
     }
 
-    pub fn uid(raw: &str) -> Option<String> {
+    pub fn uid(&self, raw: &str) -> Option<String> {
+        if self.contacts {
+            return None; // Graph contact ids are stable: nothing to re-match by
+        }
         EventBundle::from_raw(raw).ok()?.ical_uid().map(series_uid)
     }
 
@@ -419,6 +553,9 @@ impl GraphProvider {
         links: &BTreeMap<String, Shadow>,
     ) -> Result<Changes, BridgeError> {
         self.maintain_subscription().await;
+        if self.contacts {
+            return self.contact_changes(token, links).await;
+        }
         let (window, delta_link) = self.round_start(token);
         let mut stored: BTreeMap<&str, EventBundle> = BTreeMap::new();
         let mut known = Vec::with_capacity(links.len());
@@ -496,15 +633,21 @@ impl GraphProvider {
             info!(bridge = %self.bridge, event = %id, "event left the sync window; kept as it is");
             listed(&mut changes, id);
         }
+        self.learn_creates(&changes.changed);
         Ok(changes)
     }
 
     /// Runs one write; on 412 returns Graph's current copy of the written item instead.
     async fn write(&self, op: WriteOp) -> Result<(GraphWriteOutcome, Option<Value>), BridgeError> {
+        let kind = if self.contacts {
+            ItemKind::Contact
+        } else {
+            ItemKind::Event
+        };
         let mut current = None;
         let outcome = self
             .client
-            .run_write(WriteJob::new(ItemKind::Event, op, retry()), |fresh| {
+            .run_write(WriteJob::new(kind, op, retry()), |fresh| {
                 current = Some(fresh);
                 None
             })
@@ -518,10 +661,19 @@ impl GraphProvider {
         doc_id: &DocumentId,
         record: &Record,
     ) -> Result<Resource, BridgeError> {
+        if self.contacts {
+            return self.create_contact(doc_id, record).await;
+        }
         let event = self.event(record, doc_id)?;
-        let body = event_create_body(&event).map_err(|e| {
+        let mut body = event_create_body(&event).map_err(|e| {
             BridgeError::record(&self.bridge, format!("document {doc_id}: {e}"), None)
         })?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert(
+                "transactionId".into(),
+                Value::String(transaction_id(doc_id)),
+            );
+        }
         match self.write(WriteOp::Create { body }).await? {
             (GraphWriteOutcome::Stored(row), _) => Ok(resource(&EventBundle::single(row))),
             (other, _) => Err(BridgeError::record(
@@ -539,11 +691,18 @@ impl GraphProvider {
         record: &Record,
         shadow: &Shadow,
     ) -> Result<WriteOutcome, BridgeError> {
+        if self.contacts {
+            return self.update_contact(doc_id, id, record, shadow).await;
+        }
         let event = self.event(record, doc_id)?;
         let mut bundle = self.bundle(id, &shadow.raw)?;
         let translate_err =
             |e: driftless_bridges::graph::translate::TranslateError| -> BridgeError {
-                BridgeError::record(&self.bridge, format!("event {id}: {e}"), None)
+                BridgeError::record(
+                    &self.bridge,
+                    format!("document {doc_id}, event {id}: {e}"),
+                    None,
+                )
             };
         // A meeting organized elsewhere: only the owner's response is this mailbox's to write
         // (the runner hands it the copy's own shared fields).
@@ -609,6 +768,9 @@ impl GraphProvider {
         id: &str,
         shadow: &Shadow,
     ) -> Result<DeleteOutcome, BridgeError> {
+        if self.contacts {
+            return self.delete_contact(id, shadow).await;
+        }
         let mut bundle = self.bundle(id, &shadow.raw)?;
         let op = WriteOp::Delete {
             id: id.to_owned(),
@@ -631,5 +793,40 @@ impl GraphProvider {
                 ));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_id_names_its_document_and_nothing_else() {
+        let doc = DocumentId::from_bytes(&[7u8; 16]);
+        assert_eq!(transaction_document(&transaction_id(&doc)), Some(doc));
+        assert_eq!(transaction_document("driftless-not-a-document"), None);
+        assert_eq!(transaction_document("someone-else-7"), None);
+    }
+
+    #[test]
+    fn subscriptions_renew_a_day_or_half_their_life_before_the_end() {
+        let at = |hours: i64| {
+            chrono::DateTime::<Utc>::from_timestamp(1_800_000_000 + hours * 3600, 0)
+                .unwrap_or_default()
+        };
+        let sub = |granted: i64, expires: i64| Subscription {
+            id: "s".into(),
+            client_state: "c".into(),
+            granted_at: at(granted),
+            expiration: at(expires),
+        };
+        // Three days granted: renewed once a day is left.
+        assert!(!sub(0, 72).needs_renewal(at(47)));
+        assert!(sub(0, 72).needs_renewal(at(48)));
+        // Two hours granted: renewed halfway.
+        assert!(!sub(0, 2).needs_renewal(at(0)));
+        assert!(sub(0, 2).needs_renewal(at(1)));
+        // Expired: renewed (and recreated if Graph no longer has it).
+        assert!(sub(0, 2).needs_renewal(at(3)));
     }
 }

@@ -491,6 +491,10 @@ fn event_of_record(record: &Record) -> Option<&CalendarEvent> {
 impl Runner {
     /// The role of the copy stored as `raw` (`None`: this bridge's records are no mailbox copies).
     pub(super) async fn copy_role(&self, raw: &str) -> Result<Option<CopyRole>, BridgeError> {
+        // Contacts (a Graph bridge with `resource = "contacts"`) are no meeting copies.
+        if Record::type_name(self.config.kind) != "calendar_event" {
+            return Ok(None);
+        }
         // Without its address a Graph copy still has a role; only its owner's response is
         // unknown (a failing `GET /me` must not stop the calendar's sync).
         let mailbox = match &self.provider {

@@ -294,7 +294,13 @@ impl Bridges {
                 _ => None,
             };
             let graph_hooks = match &provider {
-                Provider::Graph(p) => Some(p.hooks()),
+                Provider::Graph(p) => {
+                    let hooks = p.hooks();
+                    hooks
+                        .load(&config.id, store.clone())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Some(hooks)
+                }
                 _ => None,
             };
             let runner = Runner {

@@ -87,7 +87,9 @@ impl Provider {
             BridgeKind::CalDav | BridgeKind::CardDav => Self::Dav(DavProvider::new(config)?),
             BridgeKind::GoogleCalendar => Self::Google(Box::new(GoogleProvider::new(config)?)),
             BridgeKind::HubSpot => Self::HubSpot(Box::new(HubSpotProvider::new(config)?)),
-            BridgeKind::MicrosoftGraph => Self::Graph(Box::new(GraphProvider::new(config)?)),
+            BridgeKind::MicrosoftGraph | BridgeKind::MicrosoftGraphContacts => {
+                Self::Graph(Box::new(GraphProvider::new(config)?))
+            }
         })
     }
 
@@ -113,7 +115,7 @@ impl Provider {
             Self::Dav(p) => p.translate(raw, existing),
             Self::Google(p) => p.translate(raw),
             Self::HubSpot(p) => p.translate(raw, existing),
-            Self::Graph(p) => p.translate(raw),
+            Self::Graph(p) => p.translate(raw, existing),
         }
     }
 
@@ -124,7 +126,7 @@ impl Provider {
             Self::Google(_) => GoogleProvider::uid(raw),
             // HubSpot ids are stable: nothing to re-match by.
             Self::HubSpot(_) => None,
-            Self::Graph(_) => GraphProvider::uid(raw),
+            Self::Graph(p) => p.uid(raw),
         }
     }
 

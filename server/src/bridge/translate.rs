@@ -22,11 +22,15 @@ pub fn event_to_ical(
     translate::event_to_ical(base, event, uid).map_err(|e| e.to_string())
 }
 
+/// A new slot id for an email or phone: random, never derived from the value (contracts:
+/// "Record documents").
+pub fn new_slot_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
 /// Reads the canonical contact of a vCard, keeping the slot ids of `existing` for the same values.
 pub fn contact_from_vcard(raw: &str, existing: Option<&Contact>) -> Result<Contact, String> {
-    // Slot ids are random and never derived from the value (contracts: "Record documents").
-    let mut new_slot = || uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    translate::contact_from_vcard(raw, existing, &mut new_slot).map_err(|e| e.to_string())
+    translate::contact_from_vcard(raw, existing, &mut new_slot_id).map_err(|e| e.to_string())
 }
 
 /// Writes `contact` into `base` (or a new vCard with `uid`), touching only what differs.

@@ -11,7 +11,8 @@
 //! - etags that change on every write, `If-Match` 412 `conditionNotMet`, insert with a client id
 //!   (base32hex) and 409 `duplicate`, DELETE of a deleted event 410 `deleted`;
 //! - injectable 403 `rateLimitExceeded` / `userRateLimitExceeded` / 429 with `Retry-After` / 503,
-//!   and "the write happened but the answer was lost";
+//!   and "the write happened but the answer was lost"; an edit "made elsewhere" applied just
+//!   before the next PATCH of an event ([`GoogleFake::edit_before_next_write`], a 412 race);
 //! - an OAuth2 token endpoint (`POST /token`, refresh-token grant) and Bearer checks (401);
 //! - watch channels (`events.watch`, `channels/stop`): a `sync` message (number 1) when a channel
 //!   opens, then an `exists` message per change with growing, non-contiguous numbers, until the
@@ -149,6 +150,9 @@ struct State {
     access_tokens: BTreeSet<String>,
     access_token_lifetime: u64,
     token_requests: u32,
+    /// `(calendar, event id)` to an edit "made elsewhere" applied just before the next PATCH or
+    /// PUT of that event is handled (so its `If-Match` meets a newer etag).
+    before_next_write: BTreeMap<(String, String), Value>,
 }
 
 /// The fake server; dropping it stops it.
@@ -232,6 +236,7 @@ impl GoogleFake {
             access_tokens: BTreeSet::new(),
             access_token_lifetime: 3599,
             token_requests: 0,
+            before_next_write: BTreeMap::new(),
         }));
         let shared = state.clone();
         let http = reqwest::Client::builder()
@@ -434,6 +439,15 @@ impl GoogleFake {
         };
         self.flush();
         result.map_err(|(status, reason)| anyhow::anyhow!("fake patch refused: {status} {reason}"))
+    }
+
+    /// Arms a race: just before the next PATCH or PUT of event `id` is handled, `edit` is applied
+    /// as another client's patch (new etag), so that write's `If-Match` is stale (412) and the
+    /// client must merge both edits.
+    pub fn edit_before_next_write(&self, calendar: &str, id: &str, edit: Value) {
+        self.lock()
+            .before_next_write
+            .insert((calendar.to_owned(), id.to_owned()), edit);
     }
 
     /// Deletes an event (an instance id cancels that instance) as another client would.
@@ -815,6 +829,17 @@ const READ_ONLY: &[&str] = &[
     "recurringEventId",
     "originalStartTime",
 ];
+
+/// Applies the edit armed with [`GoogleFake::edit_before_next_write`] for this event, if any.
+fn before_write(s: &mut State, calendar: &str, id: &str) -> Result<(), Refusal> {
+    match s
+        .before_next_write
+        .remove(&(calendar.to_owned(), id.to_owned()))
+    {
+        Some(edit) => patch_event(s, calendar, id, None, &edit, false).map(|_| ()),
+        None => Ok(()),
+    }
+}
 
 fn patch_event(
     s: &mut State,
@@ -1271,7 +1296,9 @@ fn route(
             Err(r) => refusal(r),
         },
         ("PATCH" | "PUT", ["calendars", cal, "events", id]) => match parsed_body() {
-            Some(b) => match patch_event(s, cal, id, if_match, &b, *method == Method::PUT) {
+            Some(b) => match before_write(s, cal, id)
+                .and_then(|()| patch_event(s, cal, id, if_match, &b, *method == Method::PUT))
+            {
                 Ok(v) => json_response(StatusCode::OK, &v),
                 Err(r) => refusal(r),
             },

@@ -24,7 +24,16 @@
 //!   time budget (10 s). [`FakeGraph::notify`] / [`FakeGraph::lifecycle`] deliver batches carrying
 //!   `clientState`; [`FakeGraph::deliver_raw`] sends anything (forged or duplicated batches).
 //!
+//! - Creates honour `transactionId` (event resource docs: "to avoid redundant POST operations in
+//!   case of client retries"): a POST whose `transactionId` an existing event already carries
+//!   creates nothing and answers that event (201; the status of that answer is not documented).
+//!   `transactionId` is returned on the event once set.
+//!
 //! Faults from the tests: [`FakeGraph::expire_delta_tokens`] (410 `SyncStateNotFound`),
+//! [`FakeGraph::lose_next_create_answer`] (the event is created, the answer is a 504),
+//! [`FakeGraph::edit_before_next_write`] (an Outlook edit lands between the client's read and its
+//! PATCH: 412), [`FakeGraph::cap_subscription_lifetime`] (subscriptions granted for less than
+//! asked),
 //! [`FakeGraph::replay_rows`] (every row sent twice),
 //! [`FakeGraph::throttle_next`] (429 with `Retry-After`), [`FakeGraph::revoke_access_tokens`]
 //! (401). Every request is logged ([`FakeGraph::requests`], [`FakeGraph::write_count`]).
@@ -60,6 +69,8 @@ pub struct Logged {
     /// The `If-Match` header, when sent.
     pub if_match: Option<String>,
     pub status: u16,
+    /// The JSON body of a PATCH or POST to the mailbox (`None` otherwise).
+    pub body: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +134,12 @@ struct FakeState {
     owner: String,
     /// Send every row of the next delta rounds twice (Graph replays, even within a response).
     replay_rows: bool,
+    /// Item id (event or contact) to an Outlook edit applied just before its next PATCH.
+    before_next_write: BTreeMap<String, Value>,
+    /// The next event create is carried out but answered 504, as if the answer were lost.
+    lose_next_create_answer: bool,
+    /// Subscriptions are granted for at most this long (Graph's answer is authoritative).
+    subscription_lifetime_cap: Option<TimeDelta>,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -734,6 +751,20 @@ async fn gate(State(s): State<Shared>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let is_api = path.starts_with("/v1.0/");
+    // Keep the JSON body of mailbox writes for the log (tests check what a PATCH carried).
+    let (req, body) = if path.starts_with("/v1.0/me/") && req.method() != Method::GET {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        let logged = serde_json::from_slice::<Value>(&bytes).ok();
+        (
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+            logged,
+        )
+    } else {
+        (req, None)
+    };
     let early = {
         let mut st = lock(&s);
         if is_api && st.throttle.remaining > 0 {
@@ -774,6 +805,7 @@ async fn gate(State(s): State<Shared>, req: Request, next: Next) -> Response {
         query,
         if_match,
         status: resp.status().as_u16(),
+        body,
     });
     resp
 }
@@ -956,6 +988,11 @@ async fn event_item(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&s);
+    if method == Method::PATCH
+        && let Some(edit) = st.before_next_write.remove(&id)
+    {
+        st.patch_event(&id, &edit);
+    }
     let current = st.current_etag(&id);
     if current.is_none() {
         return not_found();
@@ -1024,6 +1061,20 @@ async fn create_event(State(s): State<Shared>, body: Bytes) -> Response {
         None => return bad_body(),
     };
     let mut st = lock(&s);
+    // A retried create (same transactionId) answers the event the first one made.
+    if let Some(transaction) = row.get("transactionId").and_then(Value::as_str) {
+        let existing = st
+            .events
+            .iter()
+            .find(|(_, e)| {
+                !e.deleted
+                    && e.row.get("transactionId").and_then(Value::as_str) == Some(transaction)
+            })
+            .map(|(id, _)| id.clone());
+        if let Some(row) = existing.and_then(|id| st.event_row(&id)) {
+            return ok_json(StatusCode::CREATED, &row);
+        }
+    }
     let mut row = row;
     if let Some(obj) = row.as_object_mut() {
         obj.remove("id");
@@ -1037,6 +1088,13 @@ async fn create_event(State(s): State<Shared>, body: Bytes) -> Response {
         );
     }
     let id = st.insert_event(row);
+    if std::mem::take(&mut st.lose_next_create_answer) {
+        return graph_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UnknownError",
+            "the answer was lost on the way (fake fault)",
+        );
+    }
     match st.event_row(&id) {
         Some(row) => ok_json(StatusCode::CREATED, &row),
         None => not_found(),
@@ -1051,6 +1109,11 @@ async fn contact_item(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&s);
+    if method == Method::PATCH
+        && let Some(edit) = st.before_next_write.remove(&id)
+    {
+        st.upsert_contact(Some(&id), &edit);
+    }
     let Some(stored) = st.contacts.get(&id).filter(|c| !c.deleted).cloned() else {
         return not_found();
     };
@@ -1138,6 +1201,20 @@ async fn validate(url: &str, budget: std::time::Duration) -> Result<(), String> 
 }
 
 /// The requested `expirationDateTime`, or the `(code, message)` Graph refuses it with.
+/// The expiration Graph grants for `requested`: at most `cap` from now.
+fn granted_expiration(requested: String, cap: Option<TimeDelta>) -> String {
+    let Some(cap) = cap else {
+        return requested;
+    };
+    let latest = chrono::Utc::now() + cap;
+    match parse_iso(&requested) {
+        Some(at) if at > latest.naive_utc() => {
+            latest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }
+        _ => requested,
+    }
+}
+
 fn expiration_ok(v: &Value) -> Result<String, (&'static str, &'static str)> {
     let exp = v
         .get("expirationDateTime")
@@ -1171,9 +1248,10 @@ async fn create_subscription(State(s): State<Shared>, body: Bytes) -> Response {
             );
         }
     }
-    if let Err((code, message)) = expiration_ok(&sub) {
-        return graph_error(StatusCode::BAD_REQUEST, code, message);
-    }
+    let requested = match expiration_ok(&sub) {
+        Ok(e) => e,
+        Err((code, message)) => return graph_error(StatusCode::BAD_REQUEST, code, message),
+    };
     let budget = lock(&s).validation_timeout;
     let urls: Vec<String> = ["notificationUrl", "lifecycleNotificationUrl"]
         .iter()
@@ -1190,8 +1268,10 @@ async fn create_subscription(State(s): State<Shared>, body: Bytes) -> Response {
     }
     let mut st = lock(&s);
     let id = format!("sub-{}", st.bump());
+    let granted = granted_expiration(requested, st.subscription_lifetime_cap);
     if let Some(obj) = sub.as_object_mut() {
         obj.insert("id".into(), json!(id));
+        obj.insert("expirationDateTime".into(), json!(granted));
         obj.insert("applicationId".into(), json!(CLIENT_ID));
     }
     st.subscriptions.insert(id, sub.clone());
@@ -1223,6 +1303,7 @@ async fn subscription_item(
                     return graph_error(StatusCode::BAD_REQUEST, code, message);
                 }
             };
+            let exp = granted_expiration(exp, st.subscription_lifetime_cap);
             let Some(sub) = st.subscriptions.get_mut(&id) else {
                 return not_found();
             };
@@ -1354,6 +1435,33 @@ impl FakeGraph {
             .get(id)
             .filter(|c| !c.deleted)
             .map(|c| c.row.clone())
+    }
+
+    /// Arms a race: just before the next PATCH of item `id` (event, occurrence or contact) is
+    /// handled, `edit` is applied as an edit made in Outlook (new change key), so that PATCH's
+    /// `If-Match` is stale and answered 412 `ErrorIrresolvableConflict`.
+    pub fn edit_before_next_write(&self, id: &str, edit: Value) {
+        self.st().before_next_write.insert(id.to_owned(), edit);
+    }
+
+    /// The next `POST /me/events` creates the event but answers 504, as if the answer were lost.
+    pub fn lose_next_create_answer(&self) {
+        self.st().lose_next_create_answer = true;
+    }
+
+    /// Subscriptions (new or renewed) are granted for at most `cap`, whatever was asked.
+    pub fn cap_subscription_lifetime(&self, cap: std::time::Duration) {
+        self.st().subscription_lifetime_cap = TimeDelta::from_std(cap).ok();
+    }
+
+    /// Every live (not deleted) single event, series master and exception.
+    pub fn events(&self) -> Vec<Value> {
+        self.st()
+            .events
+            .values()
+            .filter(|e| !e.deleted)
+            .map(|e| e.row.clone())
+            .collect()
     }
 
     /// Every delta and skip token now answers 410 `SyncStateNotFound`.
