@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// S6: comma-separated loopback source addresses the connections are spread over.
     #[arg(long, default_value = "127.0.0.1")]
     pub source_addrs: String,
+    /// S6: documents each connection syncs before going idle (0: join only; shows what the
+    /// connection itself costs).
+    #[arg(long, default_value_t = 1)]
+    pub connection_docs: usize,
     /// S6: connections being opened at once.
     #[arg(long, default_value_t = 100)]
     pub connect_parallel: usize,
@@ -120,6 +124,7 @@ impl BenchArgs {
             idle_s: 120,
             source_addrs: "127.0.0.1".into(),
             connect_parallel: 100,
+            connection_docs: 1,
             phase_timeout_s: 120,
             server_pid: None,
         }
