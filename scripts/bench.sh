@@ -12,6 +12,7 @@
 #   READERS="20 100"  S2 reader counts
 #   EDITS=200         S2 timed edits
 #   S1=1              run S1 and S1-SMALL (0 to run only S2, and flood when asked)
+#   S2=1              run S2 (0 to skip it, e.g. for a run of S3/S4/S6 only)
 #   FLOOD=0           1: also run the flood scenario (issue #5) against driftless and driftless-none
 #                     only (the peers have no rate limits to test): FLOOD_READERS=5 control readers,
 #                     FLOODERS=8 flooding connections, FLOOD_IDLE=100 sockets that never join,
@@ -48,6 +49,7 @@ EDITS=${EDITS:-200}
 TIMEOUT=${TIMEOUT:-120}
 SERVERS=${SERVERS:-"driftless driftless-none node-ref samod-ref"}
 S1=${S1:-1}
+S2=${S2:-1}
 FLOOD=${FLOOD:-0}
 FLOOD_READERS=${FLOOD_READERS:-5}
 FLOODERS=${FLOODERS:-8}
@@ -74,7 +76,7 @@ OUT=${OUT:-$ROOT/docs/benchmarks.md}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
-COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
+COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 S2=$S2 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
 [ "$S6" = 1 ] && COMMAND="S6_CONNECTIONS=\"$S6_CONNECTIONS\" S6_IDLE=$S6_IDLE $COMMAND"
 [ "$S4" = 1 ] && COMMAND="S4=1 S4_SMALL=$S4_SMALL S4_LARGE=$S4_LARGE S4_LARGE_OPS=$S4_LARGE_OPS S4_CLIENTS=$S4_CLIENTS S4_DOCS_PER_CLIENT=$S4_DOCS_PER_CLIENT $COMMAND"
 [ "$S3" = 1 ] && COMMAND="S3=1 S3_OPS=$S3_OPS S3_TYPISTS=\"$S3_TYPISTS\" S3_STEP_S=$S3_STEP_S $COMMAND"
@@ -313,9 +315,11 @@ for rep in $(seq 1 "$REPS"); do
                 run_one "$rep" "$s" s1-small 0
             fi
         fi
-        for r in $READERS; do
-            run_one "$rep" "$s" s2 "$r"
-        done
+        if [ "$S2" = 1 ]; then
+            for r in $READERS; do
+                run_one "$rep" "$s" s2 "$r"
+            done
+        fi
         if [ "$FLOOD" = 1 ] && [ "${s#driftless}" != "$s" ]; then
             run_one "$rep" "$s" flood "$FLOOD_READERS"
         fi
