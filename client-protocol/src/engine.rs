@@ -966,7 +966,12 @@ impl Engine {
             // With the changes already applied, receive_sync_message would think we already told this
             // peer our (new) heads; restore its view so the reply acknowledges them.
             let last_sent = state.last_sent_heads.clone();
-            if let Err(e) = doc.receive_sync_message(state, message) {
+            // Most messages on a busy document are peers acknowledging our heads (or a writer whose
+            // changes, applied above, made its heads ours): take those without automerge's walk
+            // over the whole history (see `receive_up_to_date`).
+            let received = receive_up_to_date(doc, state, message)
+                .or_else(|message| doc.receive_sync_message(state, message));
+            if let Err(e) = received {
                 offenders.push((
                     conn,
                     close_code::INVALID_PAYLOAD,
@@ -1383,6 +1388,49 @@ pub fn peer_is_caught_up(doc: &Automerge, our_heads: &[ChangeHash], state: &sync
                     .all(|c| doc.get_change_meta_by_hash(c).is_some())
             })
         })
+}
+
+/// Receives a sync message from a peer that holds exactly our heads and sends no changes: the state ends up exactly as [`SyncDoc::receive_sync_message`] would leave
+/// it, without its cost. automerge trims `sent_hashes` to what the peer has not seen by walking
+/// every ancestor of the peer's heads (`ChangeGraph::remove_ancestors`), which for a peer holding
+/// our heads is the whole history: ~100k nodes per message on a 100k-change document, for every
+/// reader's acknowledgement of every keystroke. Here every change we hold is an ancestor of the
+/// peer's heads, so every hash we sent is seen: `sent_hashes` is simply cleared. Returns the
+/// message untouched when it does not qualify.
+#[allow(clippy::result_large_err)] // the message is handed back for the general path, not an error
+pub fn receive_up_to_date(
+    doc: &Automerge,
+    state: &mut sync::State,
+    message: sync::Message,
+) -> Result<(), sync::Message> {
+    if !message.changes.is_empty() || message.heads.is_empty() || message.heads != doc.get_heads() {
+        return Err(message);
+    }
+    let sync::Message {
+        heads,
+        need,
+        have,
+        flags,
+        ..
+    } = message;
+    // As automerge does: flags mean a V2-capable peer; a reset only clears `sent_hashes`, which
+    // is cleared below anyway.
+    if let Some(flags) = flags {
+        let mut capabilities = vec![sync::Capability::MessageV2];
+        if flags.contains(sync::MessageFlags::SUPPORTS_SYNC_RESET) {
+            capabilities.push(sync::Capability::SyncReset);
+        }
+        state.their_capabilities = Some(capabilities);
+        state.peer_read_only = flags.contains(sync::MessageFlags::READ_ONLY);
+    }
+    state.in_flight = false;
+    state.sent_hashes.clear();
+    state.last_sent_heads.clone_from(&heads);
+    state.shared_heads.clone_from(&heads);
+    state.their_have = Some(have);
+    state.their_need = Some(need);
+    state.their_heads = Some(heads);
+    Ok(())
 }
 
 /// One outgoing sync message per peer that has something to hear (none when `generate` says so).
