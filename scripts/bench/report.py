@@ -346,7 +346,7 @@ def main():
     w("")
 
     # Targets.
-    w("## Targets (issue #4)")
+    w("## Targets (issues #4 and #9)")
     w("")
 
     def target_line(name, ok):
@@ -376,6 +376,43 @@ def main():
     if p50 is not None:
         w(target_line(f"S2 100 readers p50 < 5 ms (durable): {p50:.2f} ms", p50 < 5))
         w(target_line(f"S2 100 readers p99 < 15 ms (durable): {p99:.2f} ms", p99 < 15))
+    # Issue #9.
+    t = medians.get(("s4", ours, "sync_time"))
+    if t is not None:
+        peer_times = [(p, medians.get(("s4", p, "sync_time"))) for p in PEERS if p in servers]
+        done = [(p, v) for p, v in peer_times if v]
+        if done:
+            best_p, best = min(done, key=lambda pv: pv[1])
+            w(target_line(f"S4 all in sync <= 0.5x the best peer's time: {t:.2f} s against "
+                          f"{best_p} {best:.2f} s ({t / best:.2f}x)", t <= 0.5 * best))
+        else:
+            w(f"- S4 all in sync <= 0.5x the best peer's time: no peer completed ({t:.2f} s)")
+        b = medians.get(("s4", ours, "small_bytes"))
+        if b is not None:
+            w(target_line(f"S4 an up-to-date (small) document < 1 KiB on the wire: {b:.0f} B", b < 1024))
+        loaded = [(r["bench"].get("docs_loaded"), r["bench"].get("requested_docs"))
+                  for r in ok_runs("s4", ours)]
+        if loaded:
+            w(target_line("S4 only requested documents loaded: " + ", ".join(
+                f"{a:.0f} of {b} requested" for a, b in loaded if a is not None),
+                all(a is not None and a <= b for a, b in loaded)))
+    k = medians.get(("s3", ours, "typists"))
+    if k is not None:
+        ks = medians.get(("s3", "samod-ref", "typists"))
+        if ks:
+            w(target_line(f"S3 sustained typists >= 4x samod-ref: {k:.0f} against {ks:.0f}", k >= 4 * ks))
+        else:
+            w(f"- S3 sustained typists >= 4x samod-ref: samod-ref sustained none or did not run; "
+              f"driftless sustains {k:.0f}")
+    s6 = sorted((c for c in cases if c.startswith("s6-")), key=lambda c: int(c.split("-")[1]))
+    if s6:
+        c = s6[-1]
+        rss, cpu = medians.get((c, ours, "rss_conn")), medians.get((c, ours, "idle_cpu"))
+        n = int(c.split("-")[1])
+        if rss is not None:
+            w(target_line(f"S6 {n:,} connections: RSS per connection < 16 KiB: {rss:.1f} KiB", rss < 16))
+        if cpu is not None:
+            w(target_line(f"S6 {n:,} connections: idle CPU < 5%: {cpu:.2f}%", cpu < 5))
     w("")
 
     # Failures.
