@@ -12,6 +12,7 @@
 #   READERS="20 100"  S2 reader counts
 #   EDITS=200         S2 timed edits
 #   S1=1              run S1 and S1-SMALL (0 to run only S2, and flood when asked)
+#   S2=1              run S2 (0 to skip it, e.g. for a run of S3/S4/S6 only)
 #   FLOOD=0           1: also run the flood scenario (issue #5) against driftless and driftless-none
 #                     only (the peers have no rate limits to test): FLOOD_READERS=5 control readers,
 #                     FLOODERS=8 flooding connections, FLOOD_IDLE=100 sockets that never join,
@@ -21,11 +22,21 @@
 #                     ("10000 15000") connections, each holding one synced doc, spread over
 #                     S6_SOURCES (loopback source addresses), idle S6_IDLE=120 s; driftless runs with
 #                     connection caps raised to 20000 (its defaults allow 256 per IP)
+#   S4=0              1: also run S4 (restart and reconnect storm, issue #9) for every server: the
+#                     generator seeds S4_SMALL=10000 small and S4_LARGE=10 large documents
+#                     (S4_LARGE_OPS=20000 typed characters each), the server is restarted on the same
+#                     data, then S4_CLIENTS=200 clients with S4_DOCS_PER_CLIENT=20 documents each
+#                     reconnect at once
+#   S3=0              1: also run S3 (hot long-history document, issue #9) for every server: a document
+#                     of S3_OPS=260000 typed characters, typists at 6 chars/s with 4 readers each,
+#                     S3_TYPISTS="1 2 4 8 16" (raised until p99 > 250 ms), S3_STEP_S=20 s per step
 #   TIMEOUT=120       per-phase timeout of the load generator, seconds
 #   SERVERS="driftless driftless-none node-ref samod-ref"
 #   SCRATCH=/tmp/driftless-bench   where the peers are copied and built, and data dirs live
 #   PEERS=<repo>/../shared/peers   where the peers' sources are
 #   OUT=docs/benchmarks.md         report ("-" to skip writing it)
+#   DRIFTLESS_BIN=<path>           use this driftless binary instead of building a release one
+#                                  (smoke runs on a busy machine use a debug build; say so)
 # Quick run while developing: REPS=1 DOCS=1000 EDITS=50 scripts/bench.sh
 set -euo pipefail
 
@@ -38,6 +49,7 @@ EDITS=${EDITS:-200}
 TIMEOUT=${TIMEOUT:-120}
 SERVERS=${SERVERS:-"driftless driftless-none node-ref samod-ref"}
 S1=${S1:-1}
+S2=${S2:-1}
 FLOOD=${FLOOD:-0}
 FLOOD_READERS=${FLOOD_READERS:-5}
 FLOODERS=${FLOODERS:-8}
@@ -48,14 +60,26 @@ S6=${S6:-0}
 S6_CONNECTIONS=${S6_CONNECTIONS:-"10000 15000"}
 S6_IDLE=${S6_IDLE:-120}
 S6_SOURCES=${S6_SOURCES:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4}
+S4=${S4:-0}
+S4_SMALL=${S4_SMALL:-10000}
+S4_LARGE=${S4_LARGE:-10}
+S4_LARGE_OPS=${S4_LARGE_OPS:-20000}
+S4_CLIENTS=${S4_CLIENTS:-200}
+S4_DOCS_PER_CLIENT=${S4_DOCS_PER_CLIENT:-20}
+S3=${S3:-0}
+S3_OPS=${S3_OPS:-260000}
+S3_TYPISTS=${S3_TYPISTS:-"1 2 4 8 16"}
+S3_STEP_S=${S3_STEP_S:-20}
 SCRATCH=${SCRATCH:-/tmp/driftless-bench}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
-COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
+COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 S2=$S2 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
 [ "$S6" = 1 ] && COMMAND="S6_CONNECTIONS=\"$S6_CONNECTIONS\" S6_IDLE=$S6_IDLE $COMMAND"
+[ "$S4" = 1 ] && COMMAND="S4=1 S4_SMALL=$S4_SMALL S4_LARGE=$S4_LARGE S4_LARGE_OPS=$S4_LARGE_OPS S4_CLIENTS=$S4_CLIENTS S4_DOCS_PER_CLIENT=$S4_DOCS_PER_CLIENT $COMMAND"
+[ "$S3" = 1 ] && COMMAND="S3=1 S3_OPS=$S3_OPS S3_TYPISTS=\"$S3_TYPISTS\" S3_STEP_S=$S3_STEP_S $COMMAND"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
 mkdir -p "$SCRATCH"
@@ -64,9 +88,14 @@ RESULTS="$SCRATCH/results-$STAMP.jsonl"
 : >"$RESULTS"
 
 # --- build -----------------------------------------------------------------------------------
-log "building driftless (release)"
-(cd "$ROOT" && cargo build --release -p driftless-server)
-BIN="$ROOT/target/release/driftless"
+if [ -n "${DRIFTLESS_BIN:-}" ]; then
+    BIN=$DRIFTLESS_BIN
+    log "using $BIN (not building)"
+else
+    log "building driftless (release)"
+    (cd "$ROOT" && cargo build --release -p driftless-server)
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/driftless"
+fi
 echo 'durability = "none"' >"$SCRATCH/durability-none.toml"
 printf '[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' "$FLOOD_RATE" "$FLOOD_RATE" \
     >"$SCRATCH/flood.toml"
@@ -192,6 +221,8 @@ run_one() { # rep server scenario readers-or-docs
         args+=(--scenario s1 --docs "$SMALL_DOCS")
     elif [ "$scenario" = s6 ]; then
         args+=(--scenario s6 --connections "$readers" --idle-s "$S6_IDLE" --source-addrs "$S6_SOURCES")
+    elif [ "$scenario" = s3 ]; then
+        args+=(--scenario s3 --s3-ops "$S3_OPS" --typists "$S3_TYPISTS" --step-s "$S3_STEP_S")
     elif [ "$scenario" = flood ]; then
         args+=(--scenario flood --readers "$FLOOD_READERS" --edits "$FLOOD_EDITS"
             --flooders "$FLOODERS" --idle "$FLOOD_IDLE")
@@ -213,6 +244,64 @@ run_one() { # rep server scenario readers-or-docs
     rm -rf "$dir/data"
 }
 
+# S4: seed, restart the server on the same data, then the reconnect storm. One result line (case
+# "s4"); a failed seed is reported as the run's failure.
+run_s4() { # rep server
+    local rep=$1 s=$2
+    PORT=$((PORT + 1))
+    local dir="$SCRATCH/run/$s-s4-$rep"
+    rm -rf "$dir"
+    log "rep $rep: $s s4 seed (port $PORT)"
+    local fail=
+    if ! start_server "$s" "$dir" "$PORT"; then
+        fail="server did not start: $(tail -c 300 "$dir/server.log" | tr '\n"\\' "  /")"
+    fi
+    local common=(--label "$s" --phase-timeout-s "$TIMEOUT" --state-file "$dir/s4.jsonl"
+        --small-docs "$S4_SMALL" --large-docs "$S4_LARGE" --large-ops "$S4_LARGE_OPS"
+        --clients "$S4_CLIENTS" --docs-per-client "$S4_DOCS_PER_CLIENT")
+    local seed=
+    if [ -z "$fail" ]; then
+        seed=$(timeout $((TIMEOUT * 3 + 60)) taskset -c "$BENCH_CPU" "$BIN" bench --url "ws://127.0.0.1:$PORT" \
+            --scenario s4-seed --server-pid "$SERVER_PID" "${common[@]}" 2>"$dir/seed.err" | tail -n 1) || true
+        echo "$seed" >&2
+        case $seed in
+        *'"ok":true'*) ;;
+        *) fail="seed: ${seed:-no result: $(tail -c 300 "$dir/seed.err" | tr '\n"\\' "  /")}" ;;
+        esac
+    fi
+    stop_server "$SERVER_PID"
+    if [ -n "$fail" ]; then
+        fail=$(printf '%s' "$fail" | tr '"\\' "'/")
+        echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"s4\",\"bench\":{\"ok\":false,\"error\":\"$fail\"}}" >>"$RESULTS"
+        return
+    fi
+    # The restart: a new process on the same data directory.
+    PORT=$((PORT + 1))
+    log "rep $rep: $s s4 restart and reconnect (port $PORT)"
+    if ! start_server "$s" "$dir" "$PORT"; then
+        echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"s4\",\"bench\":{\"ok\":false,\"error\":\"server did not restart\"}}" >>"$RESULTS"
+        stop_server "$SERVER_PID"
+        return
+    fi
+    local pid=$SERVER_PID rss0 ticks0
+    rss0=$(status_kib "$pid" VmRSS)
+    ticks0=$(cpu_ticks "$pid")
+    local line
+    line=$(timeout $((TIMEOUT + 60)) taskset -c "$BENCH_CPU" "$BIN" bench --url "ws://127.0.0.1:$PORT" \
+        --scenario s4 --server-pid "$pid" "${common[@]}" 2>"$dir/bench.err" | tail -n 1) || true
+    if [ -z "$line" ]; then
+        line="{\"ok\":false,\"error\":\"load generator produced no result: $(tail -c 300 "$dir/bench.err" | tr '\n"\\' "  /")\"}"
+    fi
+    local ticks1 hwm alive=true
+    ticks1=$(cpu_ticks "$pid")
+    hwm=$(status_kib "$pid" VmHWM)
+    kill -0 "$pid" 2>/dev/null || alive=false
+    stop_server "$pid"
+    echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"s4\",\"server_alive\":$alive,\"server_cpu_s\":$(awk -v a="$ticks0" -v b="$ticks1" 'BEGIN{printf "%.2f", (b-a)/100}'),\"rss_start_kib\":${rss0:-0},\"hwm_kib\":${hwm:-0},\"seed\":$seed,\"bench\":$line}" >>"$RESULTS"
+    echo "$line" >&2
+    rm -rf "$dir/data"
+}
+
 # --- interleaved repetitions ------------------------------------------------------------------
 read -r -a server_list <<<"$SERVERS"
 n=${#server_list[@]}
@@ -226,11 +315,19 @@ for rep in $(seq 1 "$REPS"); do
                 run_one "$rep" "$s" s1-small 0
             fi
         fi
-        for r in $READERS; do
-            run_one "$rep" "$s" s2 "$r"
-        done
+        if [ "$S2" = 1 ]; then
+            for r in $READERS; do
+                run_one "$rep" "$s" s2 "$r"
+            done
+        fi
         if [ "$FLOOD" = 1 ] && [ "${s#driftless}" != "$s" ]; then
             run_one "$rep" "$s" flood "$FLOOD_READERS"
+        fi
+        if [ "$S4" = 1 ]; then
+            run_s4 "$rep" "$s"
+        fi
+        if [ "$S3" = 1 ]; then
+            run_one "$rep" "$s" s3 0
         fi
         if [ "$S6" = 1 ]; then
             for c in $S6_CONNECTIONS; do

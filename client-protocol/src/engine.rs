@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc as _};
 
 use crate::{DocumentId, Message, PeerMetadata, codec};
 
@@ -70,8 +70,16 @@ pub struct EngineConfig {
     pub join_timeout: Duration,
     /// After this many appended chunks a document is rewritten as one snapshot.
     pub compact_after_chunks: u32,
-    /// A document no connection has open is dropped from memory after this long.
+    /// A document nothing happened to for this long is dropped from memory: entirely when no
+    /// connection has it open, otherwise only its Automerge data (the connections keep their sync
+    /// states, and the next message for it reloads it from storage).
     pub idle_evict: Duration,
+    /// The same for small documents (at most [`EngineConfig::small_doc_ops`]): they reload in
+    /// about a millisecond or less but cost ~17 KiB each in memory, so they go sooner.
+    pub small_idle_evict: Duration,
+    /// Most operations plus changes of a document that counts as small for eviction (loading
+    /// costs about 1-3 us per operation or change; a contact record has about ten).
+    pub small_doc_ops: u64,
     /// Largest size of one document as compressed Automerge data (its last snapshot plus the change
     /// bytes received since, as sent by peers); `None`: unlimited.
     pub max_document_bytes: Option<u64>,
@@ -85,6 +93,8 @@ impl EngineConfig {
             join_timeout: Duration::from_secs(10),
             compact_after_chunks: 64,
             idle_evict: Duration::from_secs(300),
+            small_idle_evict: Duration::from_secs(2),
+            small_doc_ops: 1000,
             max_document_bytes: None,
         }
     }
@@ -315,6 +325,9 @@ struct PendingMessage {
 enum DocState {
     Loading,
     Ready(Box<Automerge>),
+    /// Stored durably and dropped from memory while connections still have it open (their sync
+    /// states are kept); the next message or local change for it reloads it.
+    Unloaded,
     /// Not in storage; kept only while connections wait for it.
     Absent,
     /// Storage failed for it; served as unavailable, never written.
@@ -376,6 +389,19 @@ impl DocEntry {
             && self.local_pending.is_empty()
             && self.in_flight.is_none()
             && !matches!(self.state, DocState::Loading)
+    }
+
+    /// Whether the document in memory may be dropped and later reloaded from storage unchanged:
+    /// nothing waits to be applied or written, and Automerge holds no queued changes (changes whose
+    /// dependencies are missing are not stored until they apply, so dropping them would lose them).
+    fn can_unload(&self) -> bool {
+        let DocState::Ready(doc) = &self.state else {
+            return false;
+        };
+        self.pending.is_empty()
+            && self.local_pending.is_empty()
+            && self.in_flight.is_none()
+            && doc.get_missing_deps(&[]).is_empty()
     }
 }
 
@@ -733,6 +759,13 @@ impl Engine {
         }
         match &entry.state {
             DocState::Loading => {}
+            DocState::Unloaded => {
+                // Dropped from memory while idle: what is stored is exactly what it held.
+                entry.state = DocState::Loading;
+                out.push(Effect::Load {
+                    doc: doc_id.clone(),
+                });
+            }
             DocState::Failed => {
                 for p in std::mem::take(&mut entry.pending) {
                     entry.peers.remove(&p.conn);
@@ -933,7 +966,12 @@ impl Engine {
             // With the changes already applied, receive_sync_message would think we already told this
             // peer our (new) heads; restore its view so the reply acknowledges them.
             let last_sent = state.last_sent_heads.clone();
-            if let Err(e) = doc.receive_sync_message(state, message) {
+            // Most messages on a busy document are peers acknowledging our heads (or a writer whose
+            // changes, applied above, made its heads ours): take those without automerge's walk
+            // over the whole history (see `receive_up_to_date`).
+            let received = receive_up_to_date(doc, state, message)
+                .or_else(|message| doc.receive_sync_message(state, message));
+            if let Err(e) = received {
                 offenders.push((
                     conn,
                     close_code::INVALID_PAYLOAD,
@@ -1207,14 +1245,36 @@ impl Engine {
             self.close(conn, close_code::POLICY_VIOLATION, reason, out);
         }
         self.ticket_peers.retain(|_, (_, expires)| *expires > now);
-        let evict = self.config.idle_evict;
+        let config = &self.config;
         let mut evicted = 0;
         self.docs.retain(|_, d| {
-            let keep = !(d.is_idle() && now.saturating_duration_since(d.last_active) >= evict);
-            if !keep && matches!(d.state, DocState::Ready(_)) {
+            let evict = match &d.state {
+                DocState::Ready(doc) => {
+                    let stats = doc.stats();
+                    if stats.num_ops + stats.num_changes <= config.small_doc_ops {
+                        config.small_idle_evict
+                    } else {
+                        config.idle_evict
+                    }
+                }
+                // Placeholders and unloaded documents hold no document data.
+                _ => config.small_idle_evict,
+            };
+            if now.saturating_duration_since(d.last_active) < evict {
+                return true;
+            }
+            if d.is_idle() {
+                if matches!(d.state, DocState::Ready(_)) {
+                    evicted += 1;
+                }
+                return false;
+            }
+            // Open but quiet: keep the connections' sync states, drop the document's data.
+            if d.can_unload() {
+                d.state = DocState::Unloaded;
                 evicted += 1;
             }
-            keep
+            true
         });
         self.resident -= evicted;
     }
@@ -1328,6 +1388,49 @@ pub fn peer_is_caught_up(doc: &Automerge, our_heads: &[ChangeHash], state: &sync
                     .all(|c| doc.get_change_meta_by_hash(c).is_some())
             })
         })
+}
+
+/// Receives a sync message from a peer that holds exactly our heads and sends no changes: the state ends up exactly as [`SyncDoc::receive_sync_message`] would leave
+/// it, without its cost. automerge trims `sent_hashes` to what the peer has not seen by walking
+/// every ancestor of the peer's heads (`ChangeGraph::remove_ancestors`), which for a peer holding
+/// our heads is the whole history: ~100k nodes per message on a 100k-change document, for every
+/// reader's acknowledgement of every keystroke. Here every change we hold is an ancestor of the
+/// peer's heads, so every hash we sent is seen: `sent_hashes` is simply cleared. Returns the
+/// message untouched when it does not qualify.
+#[allow(clippy::result_large_err)] // the message is handed back for the general path, not an error
+pub fn receive_up_to_date(
+    doc: &Automerge,
+    state: &mut sync::State,
+    message: sync::Message,
+) -> Result<(), sync::Message> {
+    if !message.changes.is_empty() || message.heads.is_empty() || message.heads != doc.get_heads() {
+        return Err(message);
+    }
+    let sync::Message {
+        heads,
+        need,
+        have,
+        flags,
+        ..
+    } = message;
+    // As automerge does: flags mean a V2-capable peer; a reset only clears `sent_hashes`, which
+    // is cleared below anyway.
+    if let Some(flags) = flags {
+        let mut capabilities = vec![sync::Capability::MessageV2];
+        if flags.contains(sync::MessageFlags::SUPPORTS_SYNC_RESET) {
+            capabilities.push(sync::Capability::SyncReset);
+        }
+        state.their_capabilities = Some(capabilities);
+        state.peer_read_only = flags.contains(sync::MessageFlags::READ_ONLY);
+    }
+    state.in_flight = false;
+    state.sent_hashes.clear();
+    state.last_sent_heads.clone_from(&heads);
+    state.shared_heads.clone_from(&heads);
+    state.their_have = Some(have);
+    state.their_need = Some(need);
+    state.their_heads = Some(heads);
+    Ok(())
 }
 
 /// One outgoing sync message per peer that has something to hear (none when `generate` says so).

@@ -116,6 +116,9 @@ def main():
 
     medians = {}
 
+    def by_case(case):
+        return [r for k, rs in by.items() if k[0] == case for r in rs]
+
     def ok_runs(case, server):
         return [r for r in by.get((case, server), []) if r["bench"].get("ok")]
 
@@ -157,12 +160,70 @@ def main():
                 w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {ack} | {fetch} | {cpu} | "
                   f"{cpu_doc} | {hwm} | {growth} |")
             w("")
+        elif case == "s4":
+            w("## S4: restart and reconnect storm (issue #9)")
+            w("")
+            ex = next((r for r in by_case(case) if r["bench"].get("ok")), None)
+            if ex:
+                b = ex["bench"]
+                w(f"Seeded {b.get('stored_docs', '?'):,} documents ({ex.get('seed', {}).get('large_docs', '?')} "
+                  f"large, {ex.get('seed', {}).get('large_ops', '?'):,} typed characters each), restarted the "
+                  f"server on the same data, then {b.get('clients', '?')} clients with "
+                  f"{b.get('docs_per_client', '?')} documents each ({b.get('requested_docs', '?'):,} distinct) "
+                  "reconnected at once, each with a fresh sync state per document. In sync: the server's "
+                  "message reports the client's heads. Bytes: WebSocket payload per document, both "
+                  "directions. Loaded: `driftless_storage_loads_total` (driftless only).")
+            w("")
+            w("| server | ok runs | all in sync s | doc p50 ms | doc p99 ms | small doc bytes p50 | "
+              "large doc bytes p50 | docs loaded | server CPU s | peak RSS MiB |")
+            w("|---|---|---|---|---|---|---|---|---|---|")
+            for s in servers:
+                all_runs = by.get((case, s), [])
+                if not all_runs:
+                    continue
+                ok = ok_runs(case, s)
+                t, t_m = summary([r["bench"].get("all_in_sync_s") for r in ok], 2)
+                p50, _ = summary([r["bench"].get("doc_sync_p50_ms") for r in ok], 1)
+                p99, _ = summary([r["bench"].get("doc_sync_p99_ms") for r in ok], 1)
+                sb, sb_m = summary([r["bench"].get("small_doc_bytes_p50") for r in ok])
+                lb, _ = summary([r["bench"].get("large_doc_bytes_p50") for r in ok])
+                loaded, _ = summary([r["bench"].get("docs_loaded") for r in ok])
+                cpu, _ = summary([r["bench"].get("server_cpu_s") for r in ok], 2)
+                hwm, _ = summary([r.get("hwm_kib", 0) / 1024 for r in ok], 1)
+                medians[(case, s, "sync_time")] = t_m
+                medians[(case, s, "small_bytes")] = sb_m
+                w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {t} | {p50} | {p99} | {sb} | {lb} | "
+                  f"{loaded} | {cpu} | {hwm} |")
+            w("")
+        elif case == "s3":
+            w("## S3: hot long-history document (issue #9)")
+            w("")
+            w("One document of about 260k typed characters (one change each); typists type 6 characters "
+              "per second each into it, with 4 readers per typist; the typist count is raised step by "
+              "step. Latency of a keystroke: from the typist's commit to the last of its 4 readers "
+              "having received it. Sustained: the most typists with p99 <= 250 ms.")
+            w("")
+            w("| server | ok runs | sustained typists | p99 ms at that step | steps (typists: p99 ms) |")
+            w("|---|---|---|---|---|")
+            for s in servers:
+                all_runs = by.get((case, s), [])
+                if not all_runs:
+                    continue
+                ok = ok_runs(case, s)
+                k, k_m = summary([r["bench"].get("sustained_typists") for r in ok])
+                p99, _ = summary([r["bench"].get("sustained_p99_ms") for r in ok], 1)
+                steps = "; ".join(
+                    ", ".join(f"{st['typists']}: {fmt(st.get('p99_ms'), 1)}" for st in r["bench"].get("steps", []))
+                    for r in ok)
+                medians[(case, s, "typists")] = k_m
+                w(f"| {LABELS[s]} | {len(ok)}/{len(all_runs)} | {k} | {p99} | {steps} |")
+            w("")
         elif case.startswith("s6-"):
             w(f"## S6: {int(case.split('-', 1)[1]):,} idle connections (issue #9)")
             w("")
             w("Each connection joins and syncs one small document, then stays idle (answering the "
-              "server's pings). RSS per connection: (server RSS with every connection open - RSS "
-              "before the first) / N. Idle CPU: server utime+stime over the idle period, percent of "
+              "server's pings). RSS per connection: (server RSS at the end of the idle period, every "
+              "connection still open - RSS before the first) / N. Idle CPU: server utime+stime over the idle period, percent of "
               "one core. Closed: connections the server ended while idle (a failed run).")
             w("")
             w("| server | ok runs | connections/s | RSS per connection KiB | idle CPU % | "
@@ -261,6 +322,10 @@ def main():
             figs = [("ack", "acknowledged docs/s"), ("fetch", "fetched docs/s")]
         elif case.startswith("s6"):
             figs = [("rss_conn", "RSS per connection"), ("idle_cpu", "idle CPU")]
+        elif case == "s4":
+            figs = [("sync_time", "time to all in sync"), ("small_bytes", "bytes per small doc")]
+        elif case == "s3":
+            figs = [("typists", "sustained typists")]
         else:
             figs = [("p50", "p50"), ("p99", "p99")]
         for key, name in figs:
@@ -273,7 +338,7 @@ def main():
                     cells.append(f">= {a / partial:.1f}x (peer timed out; vs its partial rate)")
                 elif a is None or b is None or a == 0 or b == 0:
                     cells.append("peer failed" if b is None and a is not None else "-")
-                elif key in ("ack", "fetch"):
+                elif key in ("ack", "fetch", "typists"):
                     cells.append(f"{a / b:.1f}x")
                 else:
                     cells.append(f"{b / a:.1f}x")
@@ -281,7 +346,7 @@ def main():
     w("")
 
     # Targets.
-    w("## Targets (issue #4)")
+    w("## Targets (issues #4 and #9)")
     w("")
 
     def target_line(name, ok):
@@ -311,6 +376,43 @@ def main():
     if p50 is not None:
         w(target_line(f"S2 100 readers p50 < 5 ms (durable): {p50:.2f} ms", p50 < 5))
         w(target_line(f"S2 100 readers p99 < 15 ms (durable): {p99:.2f} ms", p99 < 15))
+    # Issue #9.
+    t = medians.get(("s4", ours, "sync_time"))
+    if t is not None:
+        peer_times = [(p, medians.get(("s4", p, "sync_time"))) for p in PEERS if p in servers]
+        done = [(p, v) for p, v in peer_times if v]
+        if done:
+            best_p, best = min(done, key=lambda pv: pv[1])
+            w(target_line(f"S4 all in sync <= 0.5x the best peer's time: {t:.2f} s against "
+                          f"{best_p} {best:.2f} s ({t / best:.2f}x)", t <= 0.5 * best))
+        else:
+            w(f"- S4 all in sync <= 0.5x the best peer's time: no peer completed ({t:.2f} s)")
+        b = medians.get(("s4", ours, "small_bytes"))
+        if b is not None:
+            w(target_line(f"S4 an up-to-date (small) document < 1 KiB on the wire: {b:.0f} B", b < 1024))
+        loaded = [(r["bench"].get("docs_loaded"), r["bench"].get("requested_docs"))
+                  for r in ok_runs("s4", ours)]
+        if loaded:
+            w(target_line("S4 only requested documents loaded: " + ", ".join(
+                f"{a:.0f} of {b} requested" for a, b in loaded if a is not None),
+                all(a is not None and a <= b for a, b in loaded)))
+    k = medians.get(("s3", ours, "typists"))
+    if k is not None:
+        ks = medians.get(("s3", "samod-ref", "typists"))
+        if ks:
+            w(target_line(f"S3 sustained typists >= 4x samod-ref: {k:.0f} against {ks:.0f}", k >= 4 * ks))
+        else:
+            w(f"- S3 sustained typists >= 4x samod-ref: samod-ref sustained none or did not run; "
+              f"driftless sustains {k:.0f}")
+    s6 = sorted((c for c in cases if c.startswith("s6-")), key=lambda c: int(c.split("-")[1]))
+    if s6:
+        c = s6[-1]
+        rss, cpu = medians.get((c, ours, "rss_conn")), medians.get((c, ours, "idle_cpu"))
+        n = int(c.split("-")[1])
+        if rss is not None:
+            w(target_line(f"S6 {n:,} connections: RSS per connection < 16 KiB: {rss:.1f} KiB", rss < 16))
+        if cpu is not None:
+            w(target_line(f"S6 {n:,} connections: idle CPU < 5%: {cpu:.2f}%", cpu < 5))
     w("")
 
     # Failures.

@@ -39,8 +39,12 @@ pub struct Config {
     pub durability: Durability,
     /// Base of webhook URLs registered at providers (Google Calendar push channels so far).
     pub public_url: Option<String>,
-    /// How long a document with no interested peer stays resident (stored; used by the engine later).
+    /// How long a document nothing happens to stays in memory (open or not; an open one is
+    /// reloaded on its next message).
     pub doc_idle_evict: Duration,
+    /// The same for small documents (up to 1,000 operations and changes), which reload in about a
+    /// millisecond or less; at most `doc_idle_evict`.
+    pub small_doc_idle_evict: Duration,
     /// Region for phone number normalization (stored; used by the record model later).
     pub default_phone_region: Option<String>,
     /// WebSocket keep-alive ping interval (not a config key: 5 s, shortened by tests).
@@ -371,6 +375,7 @@ impl Default for Config {
             durability: Durability::Immediate,
             public_url: None,
             doc_idle_evict: Duration::from_secs(5 * 60),
+            small_doc_idle_evict: Duration::from_secs(2),
             ping_interval: crate::ws::PING_INTERVAL,
             default_phone_region: None,
             auth: None,
@@ -437,6 +442,7 @@ struct ConfigFile {
     public_url: Option<toml::Value>,
     max_message_bytes: Option<toml::Value>,
     doc_idle_evict: Option<toml::Value>,
+    small_doc_idle_evict: Option<toml::Value>,
     default_phone_region: Option<toml::Value>,
     durability: Option<toml::Value>,
     auth: Option<toml::Value>,
@@ -534,6 +540,11 @@ impl Config {
             let s = expect_str("doc_idle_evict", &v)?;
             config.doc_idle_evict =
                 parse_duration(s).map_err(|message| invalid("doc_idle_evict", message))?;
+        }
+        if let Some(v) = file.small_doc_idle_evict {
+            let s = expect_str("small_doc_idle_evict", &v)?;
+            config.small_doc_idle_evict =
+                parse_duration(s).map_err(|message| invalid("small_doc_idle_evict", message))?;
         }
         if let Some(v) = file.default_phone_region {
             let s = expect_str("default_phone_region", &v)?;
@@ -1236,6 +1247,7 @@ mod tests {
             public_url = "https://sync.example.com/"
             max_message_bytes = 1024
             doc_idle_evict = "30s"
+            small_doc_idle_evict = "500ms"
             default_phone_region = "US"
             durability = "none"
             "#,
@@ -1249,6 +1261,7 @@ mod tests {
         );
         assert_eq!(config.max_message_bytes, 1024);
         assert_eq!(config.doc_idle_evict, Duration::from_secs(30));
+        assert_eq!(config.small_doc_idle_evict, Duration::from_millis(500));
         assert_eq!(config.default_phone_region.as_deref(), Some("US"));
         assert_eq!(config.durability, Durability::None);
     }

@@ -725,6 +725,9 @@ async fn post_graph_webhook(
     }
 }
 
+/// tungstenite's read buffer per connection (see `fallback`); idle connections cost this much each.
+pub const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
+
 /// Upgrades to a WebSocket on any unrouted path; anything else is a JSON 404.
 async fn fallback(
     State(state): State<AppState>,
@@ -759,8 +762,10 @@ async fn fallback(
             upgrade
                 .max_message_size(limit)
                 .max_frame_size(limit)
-                // tungstenite zero-fills its whole read buffer (default 128 KiB) before every read.
-                .read_buffer_size(16 * 1024)
+                // tungstenite zero-fills its whole read buffer (default 128 KiB) before every read,
+                // and the buffer stays allocated (and touched) for the connection's life: 2 KiB
+                // holds a small document's sync message; larger frames grow it to their length.
+                .read_buffer_size(WS_READ_BUFFER_BYTES)
                 .on_upgrade(move |socket| ws::serve(socket, peer, ctx, access, admission))
         }
         // A broken upgrade attempt deserves the upgrade error, not a 404.

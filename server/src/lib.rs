@@ -171,6 +171,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
     let engine_thread = host::spawn(host::HostParts {
         engine: make_engine(EngineConfig {
             idle_evict: config.doc_idle_evict,
+            small_idle_evict: config.small_doc_idle_evict.min(config.doc_idle_evict),
             max_document_bytes: Some(config.limits.max_document_bytes),
             ..EngineConfig::new(peer_id, storage_id)
         }),

@@ -7,6 +7,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_server::{Config, Overrides};
 
+/// mimalloc returns the memory of unloaded documents to the OS; glibc's malloc keeps it resident
+/// (S6 in docs/benchmarks.md: RSS per idle connection).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "driftless",
@@ -92,10 +97,11 @@ fn main() -> anyhow::Result<()> {
         // stdout carries the result line only.
         std::process::exit(driftless_server::bench::main(args));
     }
+    let directives = log_directives(std::env::var("RUST_LOG").ok().as_deref());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(None))),
         )
         .init();
     match cli.command {
@@ -194,9 +200,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// The log filter: `RUST_LOG` (default `info`), with automerge held at `warn` unless `RUST_LOG`
+/// names it. automerge's `load_changes` is an INFO-level `#[instrument]` span whose fields include
+/// the document's whole change graph, formatted with `Debug` every time changes are applied: with
+/// the span enabled that formatting was half the server's CPU on a 20k-change document
+/// (docs/benchmarks.md, S3).
+fn log_directives(env: Option<&str>) -> String {
+    match env.map(str::trim).filter(|e| !e.is_empty()) {
+        Some(e) if e.contains("automerge") => e.to_owned(),
+        Some(e) => format!("{e},automerge=warn"),
+        None => "info,automerge=warn".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn automerge_spans_stay_off_unless_asked_for() {
+        assert_eq!(log_directives(None), "info,automerge=warn");
+        assert_eq!(log_directives(Some("")), "info,automerge=warn");
+        assert_eq!(log_directives(Some("debug")), "debug,automerge=warn");
+        assert_eq!(
+            log_directives(Some("info,automerge=trace")),
+            "info,automerge=trace"
+        );
+    }
 
     #[test]
     fn serve_flags_override_the_file() {

@@ -224,3 +224,112 @@ async fn s6_refuses_a_bad_source_address() {
         "{result}"
     );
 }
+
+/// Runs a server on `data_dir` until `f` is done.
+async fn with_server_on<F, Fut, T>(data_dir: &std::path::Path, f: F) -> T
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let config = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(driftless_server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let result = f(url).await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_reconnect_after_a_restart_loads_only_the_requested_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let state = dir.path().join("s4.jsonl");
+    let args = |url: String, scenario| BenchArgs {
+        state_file: Some(state.clone()),
+        small_docs: 60,
+        large_docs: 2,
+        large_ops: 200,
+        clients: 10,
+        docs_per_client: 4,
+        window: 20,
+        phase_timeout_s: 60,
+        server_pid: Some(std::process::id()),
+        ..BenchArgs::new(url, scenario)
+    };
+    let seeded = with_server_on(&data, |url| async move {
+        bench::run(&args(url, Scenario::S4Seed)).await
+    })
+    .await;
+    assert_eq!(seeded["ok"], Value::Bool(true), "{seeded}");
+    assert_eq!(number(&seeded, "seeded"), 62.0);
+    // The restart: a new server process state on the same data.
+    let result = with_server_on(&data, |url| async move {
+        bench::run(&args(url, Scenario::S4)).await
+    })
+    .await;
+    assert_eq!(result["ok"], Value::Bool(true), "{result}");
+    assert_eq!(result["scenario"], "s4");
+    // 10 clients x (1 large + 3 small): 30 small documents and both large ones.
+    assert_eq!(number(&result, "requested_docs"), 32.0);
+    assert_eq!(number(&result, "docs_in_sync"), 40.0);
+    assert_eq!(number(&result, "docs_loaded"), 32.0, "{result}");
+    assert!(number(&result, "all_in_sync_s") > 0.0);
+    // Up to date: a small document costs a few hundred bytes, not its content again.
+    let small = number(&result, "small_doc_bytes_p50");
+    assert!(small > 0.0 && small < 1024.0, "{result}");
+    assert!(number(&result, "large_doc_bytes_p50") > 0.0);
+}
+
+#[tokio::test]
+async fn s4_without_a_seed_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = BenchArgs {
+        state_file: Some(dir.path().join("missing.jsonl")),
+        ..BenchArgs::new("ws://127.0.0.1:1", Scenario::S4)
+    };
+    let result = bench::run(&args).await;
+    assert_eq!(result["ok"], Value::Bool(false));
+    assert!(
+        result["error"].as_str().unwrap().contains("s4-seed"),
+        "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_typists_reach_their_readers_step_by_step() {
+    with_server(|url| async move {
+        let args = BenchArgs {
+            s3_ops: 2_000,
+            typists: "2 1".into(),
+            step_s: 2,
+            phase_timeout_s: 60,
+            server_pid: Some(std::process::id()),
+            ..BenchArgs::new(url, Scenario::S3)
+        };
+        let result = bench::run(&args).await;
+        assert_eq!(result["ok"], Value::Bool(true), "{result}");
+        assert_eq!(result["scenario"], "s3");
+        let steps = result["steps"].as_array().unwrap();
+        // Steps run ascending; each keystroke reached all 4 readers of its typist.
+        assert_eq!(steps[0]["typists"], 1);
+        for step in steps {
+            assert_eq!(step["undelivered"], 0, "{result}");
+            assert!(step["keystrokes"].as_u64().unwrap() > 0, "{result}");
+            assert!(step["p99_ms"].as_f64().unwrap() > 0.0, "{result}");
+        }
+        assert!(number(&result, "sustained_typists") >= 1.0, "{result}");
+    })
+    .await;
+}

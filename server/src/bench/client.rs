@@ -28,6 +28,10 @@ pub struct Client {
     pub peer_id: String,
     /// The server's PeerId from its `peer` reply (`targetId` of everything we send).
     pub server_id: String,
+    /// WebSocket payload bytes queued for sending and taken off the socket (frames of the
+    /// protocol, without WebSocket/TCP headers).
+    sent_bytes: std::cell::Cell<u64>,
+    received_bytes: u64,
 }
 
 impl Drop for Client {
@@ -59,6 +63,8 @@ impl Client {
             writer,
             peer_id,
             server_id: String::new(),
+            sent_bytes: std::cell::Cell::new(0),
+            received_bytes: 0,
         };
         client.send(&Message::Join {
             sender_id: client.peer_id.clone(),
@@ -87,9 +93,22 @@ impl Client {
 
     /// Queues one message for sending.
     pub fn send(&self, message: &Message) -> anyhow::Result<()> {
+        let frame = encode(message);
+        self.sent_bytes
+            .set(self.sent_bytes.get() + frame.len() as u64);
         self.out
-            .send(encode(message))
+            .send(frame)
             .map_err(|_| anyhow!("connection writer has stopped"))
+    }
+
+    /// Payload bytes of every frame sent so far (including `join`).
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.get()
+    }
+
+    /// Payload bytes of every binary frame received so far (including `peer`).
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
     }
 
     /// Queues a `sync` (or `request` when `request` is true) carrying an automerge sync message.
@@ -134,6 +153,7 @@ impl Client {
                 Some(Err(e)) => bail!("connection failed: {e}"),
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     let at = std::time::Instant::now();
+                    self.received_bytes += bytes.len() as u64;
                     let message = decode(&bytes).context("undecodable frame from the server")?;
                     return Ok((message, at));
                 }

@@ -9,6 +9,11 @@
 //!   at a time (the next one once every reader holds the previous one and at least
 //!   `--edit-interval-ms` after it) and each edit's latency is the time from the writer's commit to
 //!   the last reader having applied a sync message that brought the edit.
+//! - **S3** hot long-history document: a document of ~260k one-character changes, typists at 6
+//!   characters per second with 4 readers each, raised until p99 > 250 ms (see `s3`).
+//! - **S4** restart and reconnect storm, in two runs around a server restart (`s4-seed`, then `s4`;
+//!   see `s4`): time until every reconnecting client's documents are in sync, bytes per up-to-date
+//!   document, documents loaded.
 //! - **S6** idle connections: N connections each holding one synced document, left idle; memory
 //!   per connection and idle CPU of the server (see `s6`).
 //!
@@ -20,6 +25,8 @@ pub mod client;
 pub mod flood;
 pub mod s1;
 pub mod s2;
+pub mod s3;
+pub mod s4;
 pub mod s6;
 
 use std::time::Duration;
@@ -36,6 +43,13 @@ pub enum Scenario {
     S2,
     /// S2's edit loop as a control client while flooders and idle sockets load the server.
     Flood,
+    /// Hot long-history document: sustained typists.
+    S3,
+    /// Restart storm, part 1: push the documents and write `--state-file`.
+    #[value(name = "s4-seed")]
+    S4Seed,
+    /// Restart storm, part 2 (after the caller restarted the server): clients reconnect.
+    S4,
     /// Idle connections: memory per connection and idle CPU.
     S6,
 }
@@ -89,9 +103,40 @@ pub struct BenchArgs {
     /// S6: comma-separated loopback source addresses the connections are spread over.
     #[arg(long, default_value = "127.0.0.1")]
     pub source_addrs: String,
+    /// S6: documents each connection syncs before going idle (0: join only; shows what the
+    /// connection itself costs).
+    #[arg(long, default_value_t = 1)]
+    pub connection_docs: usize,
     /// S6: connections being opened at once.
     #[arg(long, default_value_t = 100)]
     pub connect_parallel: usize,
+    /// S3: characters (one change each) in the preloaded document.
+    #[arg(long, default_value_t = 260_000)]
+    pub s3_ops: usize,
+    /// S3: typist counts to try, ascending (stops after the first step with p99 > 250 ms).
+    #[arg(long, default_value = "1 2 4 8 16")]
+    pub typists: String,
+    /// S3: seconds of typing per step.
+    #[arg(long, default_value_t = 20)]
+    pub step_s: u64,
+    /// S4: file the seed run writes its documents to and the reconnect run reads them from.
+    #[arg(long)]
+    pub state_file: Option<std::path::PathBuf>,
+    /// S4: small (contact) documents stored.
+    #[arg(long, default_value_t = 10_000)]
+    pub small_docs: usize,
+    /// S4: large (long-history text) documents stored.
+    #[arg(long, default_value_t = 10)]
+    pub large_docs: usize,
+    /// S4: characters typed into each large document (one change per 10).
+    #[arg(long, default_value_t = 20_000)]
+    pub large_ops: usize,
+    /// S4: clients reconnecting at once.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// S4: documents each client holds (one large, the rest small).
+    #[arg(long, default_value_t = 20)]
+    pub docs_per_client: usize,
     /// A phase that has not finished after this many seconds fails the run.
     #[arg(long, default_value_t = 120)]
     pub phase_timeout_s: u64,
@@ -120,6 +165,16 @@ impl BenchArgs {
             idle_s: 120,
             source_addrs: "127.0.0.1".into(),
             connect_parallel: 100,
+            connection_docs: 1,
+            s3_ops: 260_000,
+            typists: "1 2 4 8 16".into(),
+            step_s: 20,
+            state_file: None,
+            small_docs: 10_000,
+            large_docs: 10,
+            large_ops: 20_000,
+            clients: 200,
+            docs_per_client: 20,
             phase_timeout_s: 120,
             server_pid: None,
         }
@@ -156,6 +211,18 @@ pub async fn run(args: &BenchArgs) -> Value {
             out.insert("flooders".into(), json!(args.flooders));
             out.insert("idle".into(), json!(args.idle));
             flood::run(args, &mut out).await
+        }
+        Scenario::S3 => {
+            out.insert("scenario".into(), json!("s3"));
+            s3::run(args, &mut out).await
+        }
+        Scenario::S4Seed => {
+            out.insert("scenario".into(), json!("s4-seed"));
+            s4::seed(args, &mut out).await
+        }
+        Scenario::S4 => {
+            out.insert("scenario".into(), json!("s4"));
+            s4::run(args, &mut out).await
         }
         Scenario::S6 => {
             out.insert("scenario".into(), json!("s6"));

@@ -3,8 +3,9 @@
 //! are answered) for `--idle-s` seconds.
 //!
 //! Reports connections/s while opening them, the server's resident memory per connection
-//! ((RSS with all connected - RSS before) / N, from `/proc/PID/status` when `--server-pid` is
-//! given), its CPU use while idle (percent of one core), and how many connections the server closed
+//! (`rss_per_connection_kib` = (RSS at the end of the idle period - RSS before connecting) / N, and
+//! `rss_per_connection_connected_kib` the same 2 s after the last connection synced; from
+//! `/proc/PID/status` when `--server-pid` is given), its CPU use while idle (percent of one core), and how many connections the server closed
 //! while they were idle (a server that drops idle-but-answering peers fails the run).
 //!
 //! One process holds every client socket, so N stays under the file-descriptor limit of a process
@@ -49,14 +50,16 @@ fn server_addr(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("S6 needs an IP:port in the URL, got {host_port}"))
 }
 
-/// Opens one connection from `source`, joins, syncs one document until the server has it, then
+/// Opens one connection from `source`, joins, syncs `docs` documents until the server has them, then
 /// keeps reading (answering pings) until the server closes it. `ready` counts it once synced;
 /// `closed` counts it if the server ends it.
+#[allow(clippy::too_many_arguments)] // one spawned task's whole setup, each argument used once
 async fn hold_one(
     url: String,
     server: SocketAddr,
     source: IpAddr,
     n: u64,
+    docs: usize,
     timeout: Duration,
     ready: tokio::sync::mpsc::UnboundedSender<anyhow::Result<()>>,
     closed: Arc<AtomicUsize>,
@@ -95,38 +98,40 @@ async fn hold_one(
                 Some(Ok(_)) => {}
             }
         };
-        // One small document, synced until the server reports our heads.
-        let mut doc = contact_doc(n)?;
-        let doc_id = new_document_id();
-        let mut state = SyncState::new();
-        let ours = doc.get_heads();
-        loop {
-            if let Some(m) = doc.generate_sync_message(&mut state) {
-                let msg = Message::Sync {
-                    sender_id: peer_id.clone(),
-                    target_id: server_id.clone(),
-                    document_id: doc_id.clone(),
-                    data: m.encode(),
-                };
-                ws.send(WsMessage::Binary(encode(&msg).into())).await?;
-            }
-            match ws.next().await {
-                Some(Ok(WsMessage::Binary(b))) => {
-                    if let Message::Sync { data, .. } = decode(&b)? {
-                        let m = automerge::sync::Message::decode(&data)?;
-                        let mut heads = m.heads.clone();
-                        heads.sort();
-                        let mut want = ours.clone();
-                        want.sort();
-                        doc.receive_sync_message(&mut state, m)?;
-                        if heads == want {
-                            break;
+        // Small documents, each synced until the server reports our heads.
+        for d in 0..docs {
+            let mut doc = contact_doc(n * 1000 + d as u64)?;
+            let doc_id = new_document_id();
+            let mut state = SyncState::new();
+            let ours = doc.get_heads();
+            loop {
+                if let Some(m) = doc.generate_sync_message(&mut state) {
+                    let msg = Message::Sync {
+                        sender_id: peer_id.clone(),
+                        target_id: server_id.clone(),
+                        document_id: doc_id.clone(),
+                        data: m.encode(),
+                    };
+                    ws.send(WsMessage::Binary(encode(&msg).into())).await?;
+                }
+                match ws.next().await {
+                    Some(Ok(WsMessage::Binary(b))) => {
+                        if let Message::Sync { data, .. } = decode(&b)? {
+                            let m = automerge::sync::Message::decode(&data)?;
+                            let mut heads = m.heads.clone();
+                            heads.sort();
+                            let mut want = ours.clone();
+                            want.sort();
+                            doc.receive_sync_message(&mut state, m)?;
+                            if heads == want {
+                                break;
+                            }
                         }
                     }
+                    Some(Ok(WsMessage::Close(_))) | None => bail!("closed while syncing"),
+                    Some(Err(e)) => bail!("sync failed: {e}"),
+                    Some(Ok(_)) => {}
                 }
-                Some(Ok(WsMessage::Close(_))) | None => bail!("closed while syncing"),
-                Some(Err(e)) => bail!("sync failed: {e}"),
-                Some(Ok(_)) => {}
             }
         }
         anyhow::Ok(ws)
@@ -190,6 +195,7 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
                 server,
                 sources[opened % sources.len()],
                 opened as u64,
+                args.connection_docs,
                 args.phase_timeout(),
                 ready_tx.clone(),
                 closed.clone(),
@@ -221,16 +227,26 @@ pub async fn run(args: &BenchArgs, out: &mut Map<String, Value>) -> anyhow::Resu
     let cpu_after = args.server_pid.and_then(process_cpu_seconds);
     let rss_idle = args.server_pid.and_then(process_rss_kib);
     out.insert("idle_s".into(), json!(args.idle_s));
+    let per_connection =
+        |rss: u64, before: u64| round3(rss.saturating_sub(before) as f64 / n.max(1) as f64);
     if let (Some(before), Some(with)) = (rss_before, rss_connected) {
         out.insert("server_rss_before_kib".into(), json!(before));
         out.insert("server_rss_connected_kib".into(), json!(with));
         out.insert(
-            "rss_per_connection_kib".into(),
-            json!(round3(with.saturating_sub(before) as f64 / n.max(1) as f64)),
+            "rss_per_connection_connected_kib".into(),
+            json!(per_connection(with, before)),
         );
     }
     if let Some(rss) = rss_idle {
         out.insert("server_rss_after_idle_kib".into(), json!(rss));
+        // The headline: what an idle connection costs once the server has settled (a server may
+        // drop idle documents from memory during the idle period).
+        if let Some(before) = rss_before {
+            out.insert(
+                "rss_per_connection_kib".into(),
+                json!(per_connection(rss, before)),
+            );
+        }
     }
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
         out.insert(
