@@ -15,7 +15,10 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Url};
 
-use super::sync::{Request, Response};
+use super::sync::{
+    CollectionCall, CollectionOutcome, Request, Response, Round, RoundError, RoundOutcome,
+    Throttle, busy_wait, match_results,
+};
 use super::wire::format_param_ms;
 use crate::dav::client::retry_after;
 use crate::oauth::{OAuthError, RefreshGrant, TokenSource};
@@ -278,6 +281,78 @@ impl SalesforceClient {
                 body: bytes,
             });
         }
+    }
+}
+
+/// Why driving a round or a write through the client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Round(#[from] RoundError),
+}
+
+impl DriveError {
+    /// The throttle that ended it, if any.
+    pub fn throttle(&self) -> Option<Throttle> {
+        match self {
+            DriveError::Round(RoundError::Throttled { throttle, .. }) => Some(*throttle),
+            _ => None,
+        }
+    }
+}
+
+impl SalesforceClient {
+    /// Sends `req`, retrying 429/503 up to `max_busy_retries` times after [`busy_wait`] (at
+    /// least `Retry-After`). `REQUEST_LIMIT_EXCEEDED` is returned at once: retrying would only
+    /// spend more of the org's allowance.
+    pub async fn execute_patiently(
+        &self,
+        req: &Request,
+        max_busy_retries: u32,
+        jitter: &mut (dyn FnMut() -> f64 + Send),
+    ) -> Result<Response, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let response = self.execute(req).await?;
+            match super::sync::throttle(&response) {
+                Some(Throttle::Busy { retry_after }) if attempt < max_busy_retries => {
+                    tokio::time::sleep(busy_wait(attempt, retry_after, jitter())).await;
+                    attempt += 1;
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    /// Drives a pull `round` to its end (see [`Round`]).
+    pub async fn run_round(
+        &self,
+        mut round: Round,
+        max_busy_retries: u32,
+        jitter: &mut (dyn FnMut() -> f64 + Send),
+    ) -> Result<RoundOutcome, DriveError> {
+        while let Some(request) = round.next_request() {
+            let response = self
+                .execute_patiently(&request, max_busy_retries, jitter)
+                .await?;
+            round.on_response(&response)?;
+        }
+        Ok(round.finish())
+    }
+
+    /// Sends one collection call and matches its SaveResults to its records.
+    pub async fn send_collection(
+        &self,
+        call: &CollectionCall,
+        max_busy_retries: u32,
+        jitter: &mut (dyn FnMut() -> f64 + Send),
+    ) -> Result<CollectionOutcome, DriveError> {
+        let response = self
+            .execute_patiently(&call.request, max_busy_retries, jitter)
+            .await?;
+        Ok(match_results(call, &response)?)
     }
 }
 

@@ -160,10 +160,16 @@ pub fn busy_wait(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Du
 
 /// Where the next incremental round starts (epoch ms; the endpoints truncate to the minute).
 /// The runner stores `Option<SyncCursor>`: `None` means a full sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncCursor {
     pub updated_from_ms: i64,
     pub deleted_from_ms: i64,
+    /// When the last full listing started (or the `earliestDateAvailable` that caused it, when
+    /// later): the listing knows every delete before then, so a delete log purged up to a point
+    /// before it is no reason to list again (the windows themselves start a clock-skew margin
+    /// earlier).
+    #[serde(default)]
+    pub listed_at_ms: i64,
 }
 
 /// Settings of a round.
@@ -289,10 +295,7 @@ impl Round {
             now_ms,
             start: cursor,
             step: Step::Done,
-            next: cursor.unwrap_or(SyncCursor {
-                updated_from_ms: now_ms,
-                deleted_from_ms: now_ms,
-            }),
+            next: cursor.unwrap_or_default(),
             updated_ids: BTreeSet::new(),
             id_chunks: VecDeque::new(),
             more: None,
@@ -366,6 +369,7 @@ impl Round {
         self.next = SyncCursor {
             updated_from_ms: from,
             deleted_from_ms: from,
+            listed_at_ms: self.now_ms,
         };
         self.step = Step::Full;
     }
@@ -459,10 +463,14 @@ impl Round {
                     .earliest_date_available
                     .as_deref()
                     .and_then(parse_datetime_ms);
-                let from = self.start.map_or(start_ms, |c| c.deleted_from_ms);
-                if earliest.is_some_and(|e| truncate_to_minute(e) > truncate_to_minute(from)) {
-                    // Deletes between the cursor and `earliestDateAvailable` are gone unseen.
+                // What we know every delete before: the window's start, or a later listing.
+                let known = self
+                    .start
+                    .map_or(start_ms, |c| c.deleted_from_ms.max(c.listed_at_ms));
+                if let Some(e) = earliest.filter(|e| *e > known) {
+                    // Deletes between `known` and `earliestDateAvailable` are gone unseen.
                     self.begin_full(ResyncReason::DeletedHorizon);
+                    self.next.listed_at_ms = self.next.listed_at_ms.max(e);
                     return Ok(());
                 }
                 self.deleted
@@ -893,6 +901,7 @@ mod tests {
         let cursor = SyncCursor {
             updated_from_ms: NOW - 10 * MIN - 30_000,
             deleted_from_ms: NOW - 20 * MIN,
+            ..SyncCursor::default()
         };
         let mut round = Round::new(SObjectType::Contact, config(), Some(cursor), NOW);
         assert_eq!(
@@ -937,7 +946,8 @@ mod tests {
             out.cursor,
             SyncCursor {
                 updated_from_ms: covered,
-                deleted_from_ms: covered
+                deleted_from_ms: covered,
+                listed_at_ms: 0,
             }
         );
     }
@@ -947,6 +957,7 @@ mod tests {
         let cursor = SyncCursor {
             updated_from_ms: truncate_to_minute(NOW),
             deleted_from_ms: truncate_to_minute(NOW),
+            ..SyncCursor::default()
         };
         let round = Round::new(SObjectType::Contact, config(), Some(cursor), NOW);
         assert_eq!(round.next_request(), None);
@@ -958,6 +969,7 @@ mod tests {
         let cursor = SyncCursor {
             updated_from_ms: NOW - 5 * MIN,
             deleted_from_ms: NOW - 5 * MIN,
+            ..SyncCursor::default()
         };
         let mut round = Round::new(SObjectType::Contact, config(), Some(cursor), NOW);
         // Covered only two minutes into the window; a value before the start is not a rewind.
@@ -986,6 +998,7 @@ mod tests {
         let cursor = SyncCursor {
             updated_from_ms: NOW - DAY,
             deleted_from_ms: NOW - DAY,
+            ..SyncCursor::default()
         };
         let mut round = Round::new(SObjectType::Contact, config(), Some(cursor), NOW);
         round
@@ -1020,6 +1033,7 @@ mod tests {
         let old = SyncCursor {
             updated_from_ms: NOW - 31 * DAY,
             deleted_from_ms: NOW - 31 * DAY,
+            ..SyncCursor::default()
         };
         let round = Round::new(SObjectType::Contact, config(), Some(old), NOW);
         assert!(matches!(round.next_request(), Some(Request::Query { .. })));
@@ -1033,10 +1047,35 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_log_purged_before_the_last_listing_needs_no_second_listing() {
+        let cursor = SyncCursor {
+            updated_from_ms: NOW - 5 * MIN,
+            deleted_from_ms: NOW - 5 * MIN,
+            listed_at_ms: NOW - 2 * MIN,
+        };
+        let mut round = Round::new(SObjectType::Contact, config(), Some(cursor), NOW);
+        round
+            .on_response(&ok(
+                json!({"ids": [], "latestDateCovered": format_datetime_ms(NOW)}),
+            ))
+            .unwrap();
+        // Purged up to three minutes ago: before the listing, which saw those deletes.
+        round
+            .on_response(&ok(json!({"deletedRecords": [],
+                "earliestDateAvailable": format_datetime_ms(NOW - 3 * MIN),
+                "latestDateCovered": format_datetime_ms(NOW)})))
+            .unwrap();
+        let out = round.finish();
+        assert_eq!(out.resync, None);
+        assert_eq!(out.cursor.listed_at_ms, NOW - 2 * MIN, "carried forward");
+    }
+
+    #[test]
     fn too_many_ids_narrow_the_window() {
         let cursor = SyncCursor {
             updated_from_ms: NOW - 60 * MIN,
             deleted_from_ms: NOW,
+            ..SyncCursor::default()
         };
         let mut round = Round::new(SObjectType::Contact, config(), Some(cursor), NOW);
         round
