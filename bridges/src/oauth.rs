@@ -158,14 +158,17 @@ impl TokenSource {
 
     /// Runs the refresh-token grant and caches the new access token.
     pub async fn refresh(&self) -> Result<Secret, OAuthError> {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "refresh_token")
-            .append_pair("refresh_token", self.grant.refresh_token.expose())
-            .append_pair("client_id", &self.grant.client_id);
-        if let Some(secret) = &self.grant.client_secret {
-            form.append_pair("client_secret", secret.expose());
-        }
-        let body = form.finish();
+        // The serializer is not `Send`; it must be gone before the first await.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", self.grant.refresh_token.expose())
+                .append_pair("client_id", &self.grant.client_id);
+            if let Some(secret) = &self.grant.client_secret {
+                form.append_pair("client_secret", secret.expose());
+            }
+            form.finish()
+        };
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         let url = self.token_url.to_string();
         let transport = |source| OAuthError::Transport {

@@ -52,6 +52,7 @@ fn bridge(fake: &FakeGraph) -> BridgeConfig {
         password: None,
         google: None,
         hubspot: None,
+        salesforce: None,
         graph: Some(GraphBridgeConfig {
             client_id: CLIENT_ID.into(),
             client_secret: Some(Secret::new(CLIENT_SECRET)),

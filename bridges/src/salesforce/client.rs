@@ -275,9 +275,16 @@ impl SalesforceClient {
                 refreshed = true;
                 continue;
             }
+            let date_ms = headers
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok());
             return Ok(Response {
                 status,
                 retry_after: retry_after(&headers, SystemTime::now()),
+                date_ms,
                 body: bytes,
             });
         }

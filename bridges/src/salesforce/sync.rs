@@ -108,6 +108,8 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// The org's clock (`Date` header), epoch ms.
+    pub date_ms: Option<i64>,
     pub body: Vec<u8>,
 }
 
@@ -366,10 +368,12 @@ impl Round {
         self.updated_ids.clear();
         self.more = None;
         let from = self.now_ms.saturating_sub(ms(self.config.resync_margin));
+        // Our clock until the listing's answer tells the org's (a skew-margin earlier, so the
+        // org's `Date` wins when it is close).
         self.next = SyncCursor {
             updated_from_ms: from,
             deleted_from_ms: from,
-            listed_at_ms: self.now_ms,
+            listed_at_ms: from,
         };
         self.step = Step::Full;
     }
@@ -445,6 +449,14 @@ impl Round {
             return self.on_error(response);
         }
         if self.more.is_some() || matches!(self.step, Step::Fetch | Step::Full) {
+            if self.step == Step::Full
+                && self.more.is_none()
+                && let Some(date) = response.date_ms
+            {
+                // The listing knows every delete before this instant on the org's clock, the
+                // clock `earliestDateAvailable` is told in.
+                self.next.listed_at_ms = self.next.listed_at_ms.max(date);
+            }
             let page: QueryResponse = self.decode(&response.body)?;
             return self.on_query_page(page);
         }
@@ -834,6 +846,7 @@ mod tests {
         Response {
             status: 200,
             retry_after: None,
+            date_ms: None,
             body: serde_json::to_vec(&v).unwrap(),
         }
     }
@@ -842,6 +855,7 @@ mod tests {
         Response {
             status,
             retry_after: None,
+            date_ms: None,
             body: serde_json::to_vec(&json!([{"message": "x", "errorCode": code}])).unwrap(),
         }
     }
@@ -873,10 +887,11 @@ mod tests {
             soql,
             "SELECT Id, LastName, SystemModstamp FROM Contact ORDER BY SystemModstamp, Id"
         );
-        round
-            .on_response(&ok(json!({"totalSize": 3, "done": false,
-                "nextRecordsUrl": "/services/data/v62.0/query/01g-2", "records": [rec(&id(1), NOW), rec(&id(2), NOW)]})))
-            .unwrap();
+        // The org's clock (90 s behind ours) dates the listing.
+        let mut first_page = ok(json!({"totalSize": 3, "done": false,
+            "nextRecordsUrl": "/services/data/v62.0/query/01g-2", "records": [rec(&id(1), NOW), rec(&id(2), NOW)]}));
+        first_page.date_ms = Some(NOW - 90_000);
+        round.on_response(&first_page).unwrap();
         assert_eq!(
             round.next_request(),
             Some(Request::QueryMore {
@@ -894,6 +909,7 @@ mod tests {
         assert!(out.complete);
         assert_eq!(out.resync, Some(ResyncReason::Initial));
         assert_eq!(out.cursor.updated_from_ms, NOW - 5 * MIN);
+        assert_eq!(out.cursor.listed_at_ms, NOW - 90_000);
     }
 
     #[test]
@@ -1108,6 +1124,7 @@ mod tests {
         let busy = Response {
             status: 503,
             retry_after: Some(Duration::from_secs(2)),
+            date_ms: None,
             body: vec![],
         };
         assert_eq!(

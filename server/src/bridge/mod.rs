@@ -52,6 +52,7 @@ mod merges;
 pub mod policy;
 pub mod provider;
 pub mod record;
+mod salesforce;
 pub mod store;
 pub mod translate;
 

@@ -20,6 +20,7 @@ use super::google::GoogleProvider;
 use super::graph::GraphProvider;
 use super::hubspot::HubSpotProvider;
 use super::record::Record;
+use super::salesforce::SalesforceProvider;
 use super::store::Shadow;
 use crate::config::{BridgeConfig, BridgeKind};
 
@@ -78,6 +79,7 @@ pub enum Provider {
     Google(Box<GoogleProvider>),
     HubSpot(Box<HubSpotProvider>),
     Graph(Box<GraphProvider>),
+    Salesforce(Box<SalesforceProvider>),
 }
 
 impl Provider {
@@ -88,6 +90,7 @@ impl Provider {
             BridgeKind::GoogleCalendar => Self::Google(Box::new(GoogleProvider::new(config)?)),
             BridgeKind::HubSpot => Self::HubSpot(Box::new(HubSpotProvider::new(config)?)),
             BridgeKind::MicrosoftGraph => Self::Graph(Box::new(GraphProvider::new(config)?)),
+            BridgeKind::Salesforce => Self::Salesforce(Box::new(SalesforceProvider::new(config)?)),
         })
     }
 
@@ -103,6 +106,7 @@ impl Provider {
             Self::Google(p) => p.changes(token, links).await,
             Self::HubSpot(p) => p.changes(token, links).await,
             Self::Graph(p) => p.changes(token, links).await,
+            Self::Salesforce(p) => p.changes(token, links).await,
         }
     }
 
@@ -114,6 +118,7 @@ impl Provider {
             Self::Google(p) => p.translate(raw),
             Self::HubSpot(p) => p.translate(raw, existing),
             Self::Graph(p) => p.translate(raw),
+            Self::Salesforce(p) => p.translate(raw, existing),
         }
     }
 
@@ -125,6 +130,8 @@ impl Provider {
             // HubSpot ids are stable: nothing to re-match by.
             Self::HubSpot(_) => None,
             Self::Graph(_) => GraphProvider::uid(raw),
+            // Salesforce ids are stable: nothing to re-match by.
+            Self::Salesforce(_) => None,
         }
     }
 
@@ -135,6 +142,7 @@ impl Provider {
             Self::Google(p) => p.created_document(id),
             Self::HubSpot(p) => p.created_document(id),
             Self::Graph(p) => p.created_document(id),
+            Self::Salesforce(p) => p.created_document(id),
         }
     }
 
@@ -150,6 +158,7 @@ impl Provider {
             Self::Google(p) => p.create(doc_id, record).await,
             Self::HubSpot(p) => p.create(doc_id, record).await,
             Self::Graph(p) => p.create(doc_id, record).await,
+            Self::Salesforce(p) => p.create(doc_id, record).await,
         }
     }
 
@@ -167,6 +176,7 @@ impl Provider {
             Self::Google(p) => p.update(doc_id, id, record, shadow).await,
             Self::HubSpot(p) => p.update(doc_id, id, record, shadow).await,
             Self::Graph(p) => p.update(doc_id, id, record, shadow).await,
+            Self::Salesforce(p) => p.update(doc_id, id, record, shadow).await,
         }
     }
 
@@ -182,6 +192,7 @@ impl Provider {
             Self::Google(p) => p.delete(doc_id, id, shadow).await,
             Self::HubSpot(p) => p.delete(doc_id, id, shadow).await,
             Self::Graph(p) => p.delete(doc_id, id, shadow).await,
+            Self::Salesforce(p) => p.delete(doc_id, id, shadow).await,
         }
     }
 }

@@ -48,7 +48,7 @@ impl Record {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
                 Self::Event(Box::new(read_event(doc)?))
             }
-            BridgeKind::CardDav | BridgeKind::HubSpot => {
+            BridgeKind::CardDav | BridgeKind::HubSpot | BridgeKind::Salesforce => {
                 Self::Contact(Box::new(read_contact(doc)?))
             }
         })
@@ -75,7 +75,7 @@ impl Record {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
                 Self::Event(Box::new(serde_json::from_value(value)?))
             }
-            BridgeKind::CardDav | BridgeKind::HubSpot => {
+            BridgeKind::CardDav | BridgeKind::HubSpot | BridgeKind::Salesforce => {
                 Self::Contact(Box::new(serde_json::from_value(value)?))
             }
         })
