@@ -1720,7 +1720,7 @@ url = "http://127.0.0.1:5232/alice/book/"
             (
                 "id = \"x\"\nkind = \"salesforce\"\nurl = \"http://h/\"".to_owned(),
                 0,
-                "kind",
+                "instance_url",
             ),
             ("id = \"x\"\nkind = \"caldav\"".to_owned(), 0, "url"),
             (
