@@ -297,38 +297,51 @@ async fn a_purged_delete_log_brings_a_merging_resync_without_duplicates() -> any
 }
 
 #[tokio::test]
-async fn a_record_salesforce_refuses_is_a_failed_job_while_the_others_go_through()
+async fn a_record_refused_in_a_collection_write_is_a_failed_job_while_the_others_go_through()
 -> anyhow::Result<()> {
     let fake = FakeSalesforce::start().await?;
     let refused = fake.insert(CONTACT, person(0));
-    let accepted = fake.insert(CONTACT, person(1));
+    let accepted: Vec<String> = (1..3).map(|i| fake.insert(CONTACT, person(i))).collect();
     let env = Env::with(fake, Options::default()).await?;
     env.api.sync(BRIDGE).await?;
     env.fake.reject_value(CONTACT, "Title", "Forbidden");
 
+    // Three apps edit three contacts; one edit breaks a validation rule.
     let (refused_doc, _) = env.doc_of(&refused).await?;
-    let (accepted_doc, _) = env.doc_of(&accepted).await?;
-    let mut app1 = app_open(&env.server.url(), &refused_doc, "editing-app-1").await?;
-    let mut app2 = app_open(&env.server.url(), &accepted_doc, "editing-app-2").await?;
-    app_edit_contact(&mut app1, &refused_doc, |c| {
-        c.job_title = Some("Forbidden".into())
-    })
-    .await?;
-    app_edit_contact(&mut app2, &accepted_doc, |c| {
-        c.job_title = Some("Allowed".into())
-    })
-    .await?;
+    let mut edits = vec![(refused_doc.clone(), "Forbidden".to_owned())];
+    for (i, id) in accepted.iter().enumerate() {
+        edits.push((env.doc_of(id).await?.0, format!("Allowed {i}")));
+    }
+    for (i, (doc, title)) in edits.iter().enumerate() {
+        let mut app = app_open(&env.server.url(), doc, &format!("editing-app-{i}")).await?;
+        app_edit_contact(&mut app, doc, |c| c.job_title = Some(title.clone())).await?;
+    }
 
+    let before = env.write_count();
     let report = env.api.sync(BRIDGE).await?;
     assert_eq!(
         report["state"], "idle",
         "a refused record does not fail the round: {report}"
     );
-    assert_eq!(report["pushed"], 1, "{report}");
+    assert_eq!(report["pushed"], 2, "{report}");
+    let writes = env.fake.writes();
     assert_eq!(
-        env.fake.get(CONTACT, &accepted).context("accepted")?["Title"],
-        "Allowed"
+        writes.len(),
+        before + 1,
+        "one collection call: {:?}",
+        &writes[before..]
     );
+    let call = &writes[before];
+    assert_eq!(call.body["allOrNone"], false);
+    assert_eq!(
+        call.body["records"].as_array().map(Vec::len),
+        Some(3),
+        "{call:?}"
+    );
+    for (i, id) in accepted.iter().enumerate() {
+        let stored = env.fake.get(CONTACT, id).context("accepted")?;
+        assert_eq!(stored["Title"], format!("Allowed {i}"));
+    }
     assert!(
         env.fake
             .get(CONTACT, &refused)

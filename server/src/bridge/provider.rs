@@ -73,6 +73,16 @@ pub enum DeleteOutcome {
     Stale(Option<Resource>),
 }
 
+/// An update the outbox is about to make (see [`Provider::stage_updates`]).
+#[derive(Debug, Clone)]
+pub struct StagedUpdate {
+    pub doc: DocumentId,
+    /// The external id.
+    pub id: String,
+    pub record: Record,
+    pub shadow: Shadow,
+}
+
 /// The provider of one bridge.
 pub enum Provider {
     Dav(DavProvider),
@@ -177,6 +187,20 @@ impl Provider {
             Self::HubSpot(p) => p.update(doc_id, id, record, shadow).await,
             Self::Graph(p) => p.update(doc_id, id, record, shadow).await,
             Self::Salesforce(p) => p.update(doc_id, id, record, shadow).await,
+        }
+    }
+
+    /// Whether the provider writes updates in bulk ([`Provider::stage_updates`]).
+    pub fn stages_updates(&self) -> bool {
+        matches!(self, Self::Salesforce(_))
+    }
+
+    /// Sends the updates of `items` in bulk where the provider can; each record's
+    /// [`Provider::update`] then returns the staged answer when it would write the same thing
+    /// (and writes alone otherwise). Failures are left for those calls to meet and report.
+    pub async fn stage_updates(&self, items: &[StagedUpdate]) {
+        if let Self::Salesforce(p) = self {
+            p.stage_updates(items).await;
         }
     }
 

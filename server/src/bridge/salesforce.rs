@@ -15,7 +15,8 @@
 //!   never duplicates. A polled record that says what its shadow says (our own write coming
 //!   back, an edit of unmapped fields) is not reported.
 //! - Writes go through sObject Collections with `allOrNone: false`, each answer's SaveResult
-//!   matched to its record: a record Salesforce refuses (validation, required field) fails alone
+//!   matched to its record; the updates of one outbox batch are sent together
+//!   ([`SalesforceProvider::stage_updates`]) and each job's `update` takes its record's answer: a record Salesforce refuses (validation, required field) fails alone
 //!   and becomes the runner's failed job, retried with its own backoff. With `id_field` creates are
 //!   upserts on it (a retried create after a lost answer updates the record it made); without, a
 //!   lost answer is looked up by email before the create is repeated. Salesforce has no
@@ -41,13 +42,15 @@ use driftless_bridges::salesforce::sync::{
 use driftless_bridges::salesforce::translate::{
     Canonical, apply_written, create_fields, fields_to_read, from_sobject, update_fields,
 };
-use driftless_bridges::salesforce::wire::{Fields, QueryResponse, SObject, SObjectType, summarize};
+use driftless_bridges::salesforce::wire::{
+    ErrorItem, Fields, QueryResponse, SObject, SObjectType, summarize,
+};
 use driftless_bridges::sync::{self, FailureScope, Listed};
 use driftless_client_protocol::DocumentId;
 use tracing::{info, warn};
 
 use super::BridgeError;
-use super::provider::{Changes, DeleteOutcome, Resource, WriteOutcome};
+use super::provider::{Changes, DeleteOutcome, Resource, StagedUpdate, WriteOutcome};
 use super::record::Record;
 use super::store::Shadow;
 use crate::config::BridgeConfig;
@@ -75,6 +78,39 @@ pub struct SalesforceProvider {
     /// Salesforce id -> the document its `id_field` names (learned while pulling), so the runner
     /// recognises its own create whose answer was lost and does not import it.
     created: Mutex<BTreeMap<String, DocumentId>>,
+    /// Document id -> the answer to an update sent in bulk by [`SalesforceProvider::stage_updates`],
+    /// taken by that record's [`SalesforceProvider::update`] when it would write the same.
+    staged: Mutex<BTreeMap<String, Staged>>,
+}
+
+/// A staged update and Salesforce's answer for its record.
+struct Staged {
+    id: String,
+    fields: Fields,
+    answer: Answer,
+}
+
+/// One record's part of a collection answer.
+#[derive(Debug, Clone)]
+enum Answer {
+    Written,
+    Gone,
+    Failed(Vec<ErrorItem>),
+    Unknown,
+}
+
+impl Answer {
+    fn of(key: &str, outcome: &CollectionOutcome) -> Self {
+        if outcome.written.contains_key(key) {
+            Answer::Written
+        } else if outcome.gone.contains(key) {
+            Answer::Gone
+        } else if let Some(errors) = outcome.failed.get(key) {
+            Answer::Failed(errors.clone())
+        } else {
+            Answer::Unknown
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -149,6 +185,7 @@ impl SalesforceProvider {
             id_field: settings.id_field.clone(),
             request_limit_wait: settings.request_limit_wait,
             created: Mutex::new(BTreeMap::new()),
+            staged: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -455,41 +492,104 @@ impl SalesforceProvider {
         let stored = self.stored(id, &shadow.raw)?;
         let fields = update_fields(self.object, &stored, &canonical)
             .map_err(|e| BridgeError::record(&self.bridge, e, None))?;
+        let key = doc_id.to_string();
+        let staged = locked(&self.staged).remove(&key);
         if fields.is_empty() {
             return Ok(WriteOutcome::Unchanged);
         }
-        let key = doc_id.to_string();
         let what = format!("updating {} {id} (document {doc_id})", self.object.name());
-        let outcome = self
-            .write_one(
-                &key,
-                WriteOp::Update {
-                    id: id.to_owned(),
-                    fields: fields.clone(),
-                },
-                &what,
-            )
-            .await
-            .map_err(|e| self.err(e, Side::Write, &what))?;
-        if outcome.written.contains_key(&key) {
-            return Ok(WriteOutcome::Written(resource(
+        let answer = match staged {
+            // Sent in this batch's collection call: its answer is this record's.
+            Some(s) if s.id == id && s.fields == fields => s.answer,
+            _ => {
+                let outcome = self
+                    .write_one(
+                        &key,
+                        WriteOp::Update {
+                            id: id.to_owned(),
+                            fields: fields.clone(),
+                        },
+                        &what,
+                    )
+                    .await
+                    .map_err(|e| self.err(e, Side::Write, &what))?;
+                Answer::of(&key, &outcome)
+            }
+        };
+        match answer {
+            Answer::Written => Ok(WriteOutcome::Written(resource(
                 id,
                 &apply_written(&stored, &fields),
-            )));
-        }
-        if outcome.gone.contains(&key) {
+            ))),
             // Deleted (or merged away) meanwhile: the next pull reports it.
-            return Ok(WriteOutcome::Stale(None));
+            Answer::Gone => Ok(WriteOutcome::Stale(None)),
+            Answer::Failed(errors) => Err(BridgeError::record(
+                &self.bridge,
+                format!("{what}: {}", summarize(&errors)),
+                None,
+            )),
+            Answer::Unknown => Err(BridgeError::record(
+                &self.bridge,
+                format!("{what}: the answer does not say"),
+                None,
+            )),
         }
-        let reason = outcome
-            .failed
-            .get(&key)
-            .map_or_else(|| "the answer does not say".to_owned(), |e| summarize(e));
-        Err(BridgeError::record(
-            &self.bridge,
-            format!("{what}: {reason}"),
-            None,
-        ))
+    }
+
+    /// Sends the updates of a batch of outbox jobs as collection calls of up to 200 records
+    /// (`allOrNone: false`), keeping each record's answer for its own [`Self::update`]. One
+    /// record alone is left to that call; a failed call leaves every record to it.
+    pub async fn stage_updates(&self, items: &[StagedUpdate]) {
+        locked(&self.staged).clear();
+        let mut writes = Vec::new();
+        let mut planned: BTreeMap<String, (String, Fields)> = BTreeMap::new();
+        for item in items {
+            let (Ok(canonical), Ok(stored)) = (
+                self.canonical(&item.record, &item.doc),
+                self.stored(&item.id, &item.shadow.raw),
+            ) else {
+                continue;
+            };
+            let Ok(fields) = update_fields(self.object, &stored, &canonical) else {
+                continue;
+            };
+            if fields.is_empty() {
+                continue;
+            }
+            let key = item.doc.to_string();
+            planned.insert(key.clone(), (item.id.clone(), fields.clone()));
+            writes.push(PendingWrite {
+                key,
+                op: WriteOp::Update {
+                    id: item.id.clone(),
+                    fields,
+                },
+            });
+        }
+        if writes.len() < 2 {
+            return;
+        }
+        for call in plan_collections(self.object, &writes, self.id_field.as_deref()) {
+            match self
+                .client
+                .send_collection(&call, MAX_BUSY_RETRIES, &mut jitter)
+                .await
+            {
+                Ok(outcome) => {
+                    info!(bridge = %self.bridge, records = call.keys.len(), written = outcome.written.len(), refused = outcome.failed.len(), "updates sent as one collection call");
+                    let mut staged = locked(&self.staged);
+                    for key in &call.keys {
+                        if let Some((id, fields)) = planned.remove(key) {
+                            let answer = Answer::of(key, &outcome);
+                            staged.insert(key.clone(), Staged { id, fields, answer });
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(bridge = %self.bridge, records = call.keys.len(), error = %e, "bulk update failed; the records are written one by one");
+                }
+            }
+        }
     }
 
     pub async fn delete(
