@@ -18,5 +18,7 @@ pub mod dav;
 pub mod google;
 pub mod graph;
 pub mod hubspot;
+pub mod oauth;
+pub mod salesforce;
 pub mod secret;
 pub mod sync;

@@ -15,6 +15,12 @@ use driftless_bridges::hubspot::client::{
     DEFAULT_API_BASE as HUBSPOT_API_BASE, DEFAULT_TOKEN_URL as HUBSPOT_TOKEN_URL,
     Secret as HubSpotSecret,
 };
+use driftless_bridges::salesforce::client::{
+    DEFAULT_TOKEN_URL as SALESFORCE_TOKEN_URL, normalize_api_version,
+};
+use driftless_bridges::salesforce::wire::{
+    DEFAULT_API_VERSION as SALESFORCE_API_VERSION, SObjectType, is_field_name,
+};
 use serde::Deserialize;
 
 use crate::auth::{Keys, MIN_SECRET_BYTES, Secret};
@@ -125,6 +131,7 @@ pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
         BridgeKind::CardDav | BridgeKind::HubSpot | BridgeKind::MicrosoftGraphContacts => {
             driftless_crdt_model::CONTACT
         }
+        BridgeKind::Salesforce => driftless_crdt_model::CONTACT,
     }
 }
 
@@ -206,6 +213,8 @@ pub enum BridgeKind {
     /// Microsoft Graph contacts (`contacts/delta`) of one mailbox: `kind = "microsoft_graph"`
     /// with `resource = "contacts"` (one bridge syncs one record type).
     MicrosoftGraphContacts,
+    /// Salesforce records of one sObject type (Contact).
+    Salesforce,
 }
 
 impl BridgeKind {
@@ -216,6 +225,7 @@ impl BridgeKind {
             Self::GoogleCalendar => "google_calendar",
             Self::HubSpot => "hubspot",
             Self::MicrosoftGraph | Self::MicrosoftGraphContacts => "microsoft_graph",
+            Self::Salesforce => "salesforce",
         }
     }
 }
@@ -241,6 +251,32 @@ pub struct BridgeConfig {
     pub hubspot: Option<HubSpotBridgeConfig>,
     /// The settings of a `microsoft_graph` bridge (`None` for other kinds).
     pub graph: Option<GraphBridgeConfig>,
+    /// The settings of a `salesforce` bridge (`None` for other kinds).
+    pub salesforce: Option<SalesforceBridgeConfig>,
+}
+
+/// The keys of a `kind = "salesforce"` entry: the org, the connected app's OAuth keys (secrets
+/// read from the environment variables the entry names; their `Debug` is `<redacted>`), and
+/// what to sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SalesforceBridgeConfig {
+    /// `https://MyDomain.my.salesforce.com`.
+    pub instance_url: String,
+    /// `v62.0` (normalized).
+    pub api_version: String,
+    pub client_id: String,
+    /// `None` when the connected app does not require the secret for refreshes.
+    pub client_secret: Option<GoogleSecret>,
+    pub refresh_token: GoogleSecret,
+    /// The OAuth token endpoint (default: `login.salesforce.com`).
+    pub token_url: String,
+    /// The sObject synced (`object`, default Contact).
+    pub object: SObjectType,
+    /// An external-id field holding the driftless document id (`id_field`): creates become
+    /// upserts on it, so a retried create never duplicates.
+    pub id_field: Option<String>,
+    /// How long a round waits after `REQUEST_LIMIT_EXCEEDED` (`request_limit_wait`, default 15m).
+    pub request_limit_wait: Duration,
 }
 
 /// How a `hubspot` bridge authenticates: a private app's token, or OAuth.
@@ -812,15 +848,7 @@ fn parse_bridge(
         "google_calendar" => BridgeKind::GoogleCalendar,
         "hubspot" => BridgeKind::HubSpot,
         "microsoft_graph" => BridgeKind::MicrosoftGraph,
-        "salesforce" => {
-            return Err(err(
-                "kind",
-                format!(
-                    "`{kind_text}` bridges are not supported yet (supported: caldav, carddav, \
-                     google_calendar, microsoft_graph, hubspot)"
-                ),
-            ));
-        }
+        "salesforce" => BridgeKind::Salesforce,
         other => {
             return Err(err(
                 "kind",
@@ -850,7 +878,11 @@ fn parse_bridge(
     };
     let mut hubspot = None;
     let mut graph = None;
-    let (url, username, password, google) = if kind == BridgeKind::MicrosoftGraph {
+    let mut salesforce = None;
+    let (url, username, password, google) = if kind == BridgeKind::Salesforce {
+        salesforce = Some(parse_salesforce(&mut table, env, &err)?);
+        (String::new(), None, None, None)
+    } else if kind == BridgeKind::MicrosoftGraph {
         let mut required = |key: &str| -> Result<String, ConfigError> {
             let value = string(key, true)?.unwrap_or_default();
             if value.is_empty() {
@@ -1135,6 +1167,127 @@ fn parse_bridge(
         google,
         hubspot,
         graph,
+        salesforce,
+    })
+}
+
+/// The keys of a `salesforce` entry (removed from `table`; the caller reports what is left as
+/// unknown). Errors name the key, and for secrets the variable, never a value.
+fn parse_salesforce(
+    table: &mut toml::map::Map<String, toml::Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<SalesforceBridgeConfig, ConfigError> {
+    let mut string = |key: &str, required: bool| -> Result<Option<String>, ConfigError> {
+        match table.remove(key) {
+            None if required => Err(err(key, "is required".into())),
+            None => Ok(None),
+            Some(toml::Value::String(s)) if s.trim().is_empty() => {
+                Err(err(key, "must not be empty".into()))
+            }
+            Some(toml::Value::String(s)) => Ok(Some(s.trim().to_owned())),
+            Some(other) => Err(err(
+                key,
+                format!("must be a string, not {}", other.type_str()),
+            )),
+        }
+    };
+    let url_key = |key: &str, value: String| -> Result<String, ConfigError> {
+        if value.starts_with("http://") || value.starts_with("https://") {
+            Ok(value.trim_end_matches('/').to_owned())
+        } else {
+            Err(err(
+                key,
+                format!("`{value}` must be an http:// or https:// URL"),
+            ))
+        }
+    };
+    let instance_url = url_key(
+        "instance_url",
+        string("instance_url", true)?.unwrap_or_default(),
+    )?;
+    let token_url = url_key(
+        "token_url",
+        string("token_url", false)?.unwrap_or_else(|| SALESFORCE_TOKEN_URL.to_owned()),
+    )?;
+    let version_text =
+        string("api_version", false)?.unwrap_or_else(|| SALESFORCE_API_VERSION.to_owned());
+    let api_version = normalize_api_version(&version_text).ok_or_else(|| {
+        err(
+            "api_version",
+            format!("`{version_text}` is not an API version like \"v62.0\""),
+        )
+    })?;
+    let client_id = string("client_id", true)?.unwrap_or_default();
+    let refresh_token_env = string("refresh_token_env", true)?.unwrap_or_default();
+    let client_secret_env = string("client_secret_env", false)?;
+    let object_text = string("object", false)?.unwrap_or_else(|| "Contact".to_owned());
+    let object = match SObjectType::from_name(&object_text) {
+        Some(SObjectType::Contact) => SObjectType::Contact,
+        Some(other) => {
+            return Err(err(
+                "object",
+                format!(
+                    "`{}` ({} records) is not synced by the server yet; use \"Contact\"",
+                    other.name(),
+                    other.record_type()
+                ),
+            ));
+        }
+        None => {
+            return Err(err(
+                "object",
+                format!("`{object_text}` is not one of Contact, Account, Opportunity"),
+            ));
+        }
+    };
+    let id_field = string("id_field", false)?;
+    if let Some(f) = &id_field
+        && !is_field_name(f)
+    {
+        return Err(err(
+            "id_field",
+            format!("`{f}` is not a field API name like \"Driftless_Id__c\""),
+        ));
+    }
+    let request_limit_wait = match string("request_limit_wait", false)? {
+        None => Duration::from_secs(15 * 60),
+        Some(s) => parse_duration(&s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                err(
+                    "request_limit_wait",
+                    format!("`{s}` is not a positive duration like \"15m\""),
+                )
+            })?,
+    };
+    // Only the variable's name is ever shown, never its value.
+    let secret = |key: &str, var: &str| {
+        env(var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| GoogleSecret::new(v.trim()))
+            .ok_or_else(|| {
+                err(
+                    key,
+                    format!("environment variable {var} is not set (or empty)"),
+                )
+            })
+    };
+    let client_secret = client_secret_env
+        .as_deref()
+        .map(|var| secret("client_secret_env", var))
+        .transpose()?;
+    Ok(SalesforceBridgeConfig {
+        instance_url,
+        api_version,
+        client_id,
+        client_secret,
+        refresh_token: secret("refresh_token_env", &refresh_token_env)?,
+        token_url,
+        object,
+        id_field,
+        request_limit_wait,
     })
 }
 
@@ -1596,7 +1749,7 @@ url = "http://127.0.0.1:5232/alice/book/"
             (
                 "id = \"x\"\nkind = \"salesforce\"\nurl = \"http://h/\"".to_owned(),
                 0,
-                "kind",
+                "instance_url",
             ),
             ("id = \"x\"\nkind = \"caldav\"".to_owned(), 0, "url"),
             (
@@ -2015,6 +2168,138 @@ window_past = "7d"
         assert!(
             text.contains("bad.toml") && text.contains("colour"),
             "{text}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod salesforce_config_tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SF_SECRET" => Some("s3cr3t-consumer".to_owned()),
+            "SF_REFRESH" => Some("r3fr3sh-token".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn entry(keys: &str) -> String {
+        format!("[[bridges]]\nid = \"sf\"\nkind = \"salesforce\"\n{keys}")
+    }
+
+    const MINIMAL: &str = "instance_url = \"https://acme.my.salesforce.com/\"\nclient_id = \"3MVG9\"\nrefresh_token_env = \"SF_REFRESH\"\n";
+
+    #[test]
+    fn salesforce_bridges_read_their_keys_and_secrets() {
+        let config = Config::from_toml_str_env(&entry(MINIMAL), &env).unwrap();
+        let [bridge] = config.bridges.as_slice() else {
+            panic!("{:?}", config.bridges)
+        };
+        assert_eq!(bridge.kind, BridgeKind::Salesforce);
+        assert_eq!(bridge.kind.as_str(), "salesforce");
+        assert_eq!(bridge_record_type(bridge.kind), "contact");
+        let sf = bridge.salesforce.as_ref().unwrap();
+        assert_eq!(sf.instance_url, "https://acme.my.salesforce.com");
+        assert_eq!(sf.api_version, SALESFORCE_API_VERSION);
+        assert_eq!(sf.token_url, SALESFORCE_TOKEN_URL);
+        assert_eq!(sf.object, SObjectType::Contact);
+        assert_eq!(sf.client_secret, None);
+        assert_eq!(sf.refresh_token.expose(), "r3fr3sh-token");
+        assert_eq!(sf.request_limit_wait, Duration::from_secs(900));
+
+        let full = entry(&format!(
+            "{MINIMAL}client_secret_env = \"SF_SECRET\"\napi_version = \"61.0\"\nobject = \"Contact\"\n\
+             id_field = \"Driftless_Id__c\"\ntoken_url = \"https://test.salesforce.com/services/oauth2/token\"\n\
+             request_limit_wait = \"30m\"\n"
+        ));
+        let config = Config::from_toml_str_env(&full, &env).unwrap();
+        let sf = config.bridges[0].salesforce.as_ref().unwrap();
+        assert_eq!(sf.api_version, "v61.0");
+        assert_eq!(sf.id_field.as_deref(), Some("Driftless_Id__c"));
+        assert_eq!(
+            sf.client_secret.as_ref().map(GoogleSecret::expose),
+            Some("s3cr3t-consumer")
+        );
+        assert_eq!(sf.request_limit_wait, Duration::from_secs(1800));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("r3fr3sh"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_salesforce_entries_name_the_entry_and_key() {
+        let cases = [
+            (
+                entry("client_id = \"c\"\nrefresh_token_env = \"SF_REFRESH\"\n"),
+                "instance_url",
+            ),
+            (
+                entry(
+                    "instance_url = \"acme.my.salesforce.com\"\nclient_id = \"c\"\nrefresh_token_env = \"SF_REFRESH\"\n",
+                ),
+                "instance_url",
+            ),
+            (
+                entry("instance_url = \"https://x\"\nrefresh_token_env = \"SF_REFRESH\"\n"),
+                "client_id",
+            ),
+            (
+                entry("instance_url = \"https://x\"\nclient_id = \"c\"\n"),
+                "refresh_token_env",
+            ),
+            (
+                entry(
+                    "instance_url = \"https://x\"\nclient_id = \"c\"\nrefresh_token_env = \"UNSET\"\n",
+                ),
+                "refresh_token_env",
+            ),
+            (
+                entry(&format!("{MINIMAL}client_secret_env = \"UNSET\"\n")),
+                "client_secret_env",
+            ),
+            (
+                entry(&format!("{MINIMAL}api_version = \"latest\"\n")),
+                "api_version",
+            ),
+            (entry(&format!("{MINIMAL}object = \"Account\"\n")), "object"),
+            (entry(&format!("{MINIMAL}object = \"Lead\"\n")), "object"),
+            (
+                entry(&format!("{MINIMAL}id_field = \"Id, Name\"\n")),
+                "id_field",
+            ),
+            (
+                entry(&format!("{MINIMAL}request_limit_wait = \"soon\"\n")),
+                "request_limit_wait",
+            ),
+            (
+                entry(&format!("{MINIMAL}token_url = \"login.salesforce.com\"\n")),
+                "token_url",
+            ),
+            (
+                entry(&format!("{MINIMAL}api_base = \"https://x\"\n")),
+                "api_base",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml_str_env(&text, &env).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Bridge { index: 0, key: k, .. } if k == key),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+            assert!(!msg.contains("r3fr3sh"), "{msg}");
+        }
+        let account =
+            Config::from_toml_str_env(&entry(&format!("{MINIMAL}object = \"Account\"\n")), &env)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            account.contains("not synced by the server yet"),
+            "{account}"
         );
     }
 }

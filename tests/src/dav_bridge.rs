@@ -48,6 +48,7 @@ pub fn bridge_config(
         hubspot: None,
         google: None,
         graph: None,
+        salesforce: None,
     }
 }
 

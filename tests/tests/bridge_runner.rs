@@ -52,6 +52,7 @@ fn bridge(id: &str, url: String) -> BridgeConfig {
         hubspot: None,
         google: None,
         graph: None,
+        salesforce: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn bridge(fake: &GoogleFake) -> BridgeConfig {
             api_base: fake.api_base(),
         }),
         graph: None,
+        salesforce: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn bridge(fake: &GoogleFake) -> BridgeConfig {
         }),
         hubspot: None,
         graph: None,
+        salesforce: None,
     }
 }
 

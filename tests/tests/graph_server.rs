@@ -67,6 +67,7 @@ fn bridge_of(fake: &FakeGraph, kind: BridgeKind) -> BridgeConfig {
         password: None,
         google: None,
         hubspot: None,
+        salesforce: None,
         graph: Some(GraphBridgeConfig {
             client_id: CLIENT_ID.into(),
             client_secret: Some(Secret::new(CLIENT_SECRET)),

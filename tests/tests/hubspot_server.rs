@@ -53,6 +53,7 @@ fn bridge(fake: &FakeHubSpot, id_property: Option<&str>) -> BridgeConfig {
         }),
         google: None,
         graph: None,
+        salesforce: None,
     }
 }
 

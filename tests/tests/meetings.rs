@@ -49,6 +49,7 @@ fn google_bridge(id: &str, fake: &GoogleFake) -> BridgeConfig {
         username: None,
         password: None,
         hubspot: None,
+        salesforce: None,
         google: Some(GoogleCalendarConfig {
             calendar_id: CAL.into(),
             client_id,
@@ -73,6 +74,7 @@ fn graph_bridge(fake: &FakeGraph) -> BridgeConfig {
         password: None,
         google: None,
         hubspot: None,
+        salesforce: None,
         graph: Some(GraphBridgeConfig {
             client_id: CLIENT_ID.into(),
             client_secret: Some(Secret::new(CLIENT_SECRET)),

@@ -177,8 +177,9 @@ fn point(value: String, label: Option<&str>, primary: bool) -> ContactPoint {
 }
 
 /// `assign_slots`, except that a changed primary value keeps the primary slot: HubSpot's `email`
-/// is one property, so a new value there is an edit of that slot, not a new entry.
-fn place(
+/// is one property, so a new value there is an edit of that slot, not a new entry. (Salesforce's
+/// single-valued fields use it too.)
+pub(crate) fn place(
     existing: Option<&BTreeMap<String, ContactPoint>>,
     incoming: &[ContactPoint],
     kind: SlotKind,

@@ -57,6 +57,7 @@ mod merges;
 pub mod policy;
 pub mod provider;
 pub mod record;
+mod salesforce;
 pub mod store;
 pub mod translate;
 
@@ -1139,6 +1140,12 @@ impl Runner {
             let Some(&(last, _)) = entries.last() else {
                 break;
             };
+            let batch: Vec<DocumentId> = entries
+                .iter()
+                .map(|(_, doc)| doc.clone())
+                .filter(|doc| !seen.contains(&doc.to_string()))
+                .collect();
+            self.stage_updates(&batch, &failed).await?;
             for (_, doc) in entries {
                 if seen.insert(doc.to_string()) {
                     self.push_job(&doc, &mut failed, report).await?;
@@ -1158,6 +1165,64 @@ impl Runner {
             let doc_id = self.parse_doc_id(&doc)?;
             self.push_job(&doc_id, &mut failed, report).await?;
         }
+        Ok(())
+    }
+
+    /// Offers the provider the updates a batch of the outbox is about to make, so a provider that
+    /// writes in bulk (Salesforce's sObject Collections) sends them in one call and each job's own
+    /// write then finds its answer; the jobs themselves (failed jobs, 412 merges, shadows) are
+    /// unchanged. Jobs not yet due, creates, deletes and unreadable documents are left to the
+    /// one-by-one path.
+    async fn stage_updates(
+        &self,
+        docs: &[DocumentId],
+        failed: &BTreeMap<String, FailedJob>,
+    ) -> Result<(), BridgeError> {
+        if !self.provider.stages_updates() {
+            return Ok(());
+        }
+        let now = unix_ms();
+        let mut items = Vec::new();
+        for doc_id in docs {
+            if failed
+                .get(&doc_id.to_string())
+                .is_some_and(|job| now < job.next_attempt_ms)
+            {
+                continue;
+            }
+            // The provider gets the policy's value, as in `push_doc`.
+            self.resolve_by_policy(doc_id).await?;
+            let Some(am) = self.load(doc_id)? else {
+                continue;
+            };
+            if driftless_crdt_model::record_type(&am).as_deref()
+                != Some(Record::type_name(self.config.kind))
+            {
+                continue;
+            }
+            let Ok(record) = Record::read(self.config.kind, &am) else {
+                continue;
+            };
+            let Some(link) = record.links().get(self.id()).cloned() else {
+                continue;
+            };
+            if record.deleted() || link.removed || link.id.is_empty() {
+                continue;
+            }
+            let shadow = self
+                .store
+                .link(self.id(), &link.id)
+                .map_err(|e| self.local(e))?;
+            if let Some(shadow) = shadow.filter(|s| s.doc == doc_id.to_string()) {
+                items.push(provider::StagedUpdate {
+                    doc: doc_id.clone(),
+                    id: link.id,
+                    record,
+                    shadow,
+                });
+            }
+        }
+        self.provider.stage_updates(&items).await;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use super::google::GoogleProvider;
 use super::graph::GraphProvider;
 use super::hubspot::HubSpotProvider;
 use super::record::Record;
+use super::salesforce::SalesforceProvider;
 use super::store::Shadow;
 use crate::config::{BridgeConfig, BridgeKind};
 
@@ -72,12 +73,23 @@ pub enum DeleteOutcome {
     Stale(Option<Resource>),
 }
 
+/// An update the outbox is about to make (see [`Provider::stage_updates`]).
+#[derive(Debug, Clone)]
+pub struct StagedUpdate {
+    pub doc: DocumentId,
+    /// The external id.
+    pub id: String,
+    pub record: Record,
+    pub shadow: Shadow,
+}
+
 /// The provider of one bridge.
 pub enum Provider {
     Dav(DavProvider),
     Google(Box<GoogleProvider>),
     HubSpot(Box<HubSpotProvider>),
     Graph(Box<GraphProvider>),
+    Salesforce(Box<SalesforceProvider>),
 }
 
 impl Provider {
@@ -90,6 +102,7 @@ impl Provider {
             BridgeKind::MicrosoftGraph | BridgeKind::MicrosoftGraphContacts => {
                 Self::Graph(Box::new(GraphProvider::new(config)?))
             }
+            BridgeKind::Salesforce => Self::Salesforce(Box::new(SalesforceProvider::new(config)?)),
         })
     }
 
@@ -105,6 +118,7 @@ impl Provider {
             Self::Google(p) => p.changes(token, links).await,
             Self::HubSpot(p) => p.changes(token, links).await,
             Self::Graph(p) => p.changes(token, links).await,
+            Self::Salesforce(p) => p.changes(token, links).await,
         }
     }
 
@@ -116,6 +130,7 @@ impl Provider {
             Self::Google(p) => p.translate(raw),
             Self::HubSpot(p) => p.translate(raw, existing),
             Self::Graph(p) => p.translate(raw, existing),
+            Self::Salesforce(p) => p.translate(raw, existing),
         }
     }
 
@@ -127,6 +142,8 @@ impl Provider {
             // HubSpot ids are stable: nothing to re-match by.
             Self::HubSpot(_) => None,
             Self::Graph(p) => p.uid(raw),
+            // Salesforce ids are stable: nothing to re-match by.
+            Self::Salesforce(_) => None,
         }
     }
 
@@ -137,6 +154,7 @@ impl Provider {
             Self::Google(p) => p.created_document(id),
             Self::HubSpot(p) => p.created_document(id),
             Self::Graph(p) => p.created_document(id),
+            Self::Salesforce(p) => p.created_document(id),
         }
     }
 
@@ -152,6 +170,7 @@ impl Provider {
             Self::Google(p) => p.create(doc_id, record).await,
             Self::HubSpot(p) => p.create(doc_id, record).await,
             Self::Graph(p) => p.create(doc_id, record).await,
+            Self::Salesforce(p) => p.create(doc_id, record).await,
         }
     }
 
@@ -169,6 +188,21 @@ impl Provider {
             Self::Google(p) => p.update(doc_id, id, record, shadow).await,
             Self::HubSpot(p) => p.update(doc_id, id, record, shadow).await,
             Self::Graph(p) => p.update(doc_id, id, record, shadow).await,
+            Self::Salesforce(p) => p.update(doc_id, id, record, shadow).await,
+        }
+    }
+
+    /// Whether the provider writes updates in bulk ([`Provider::stage_updates`]).
+    pub fn stages_updates(&self) -> bool {
+        matches!(self, Self::Salesforce(_))
+    }
+
+    /// Sends the updates of `items` in bulk where the provider can; each record's
+    /// [`Provider::update`] then returns the staged answer when it would write the same thing
+    /// (and writes alone otherwise). Failures are left for those calls to meet and report.
+    pub async fn stage_updates(&self, items: &[StagedUpdate]) {
+        if let Self::Salesforce(p) = self {
+            p.stage_updates(items).await;
         }
     }
 
@@ -184,6 +218,7 @@ impl Provider {
             Self::Google(p) => p.delete(doc_id, id, shadow).await,
             Self::HubSpot(p) => p.delete(doc_id, id, shadow).await,
             Self::Graph(p) => p.delete(doc_id, id, shadow).await,
+            Self::Salesforce(p) => p.delete(doc_id, id, shadow).await,
         }
     }
 }

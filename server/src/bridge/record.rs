@@ -48,9 +48,10 @@ impl Record {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
                 Self::Event(Box::new(read_event(doc)?))
             }
-            BridgeKind::CardDav | BridgeKind::HubSpot | BridgeKind::MicrosoftGraphContacts => {
-                Self::Contact(Box::new(read_contact(doc)?))
-            }
+            BridgeKind::CardDav
+            | BridgeKind::HubSpot
+            | BridgeKind::MicrosoftGraphContacts
+            | BridgeKind::Salesforce => Self::Contact(Box::new(read_contact(doc)?)),
         })
     }
 
@@ -75,9 +76,10 @@ impl Record {
             BridgeKind::CalDav | BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph => {
                 Self::Event(Box::new(serde_json::from_value(value)?))
             }
-            BridgeKind::CardDav | BridgeKind::HubSpot | BridgeKind::MicrosoftGraphContacts => {
-                Self::Contact(Box::new(serde_json::from_value(value)?))
-            }
+            BridgeKind::CardDav
+            | BridgeKind::HubSpot
+            | BridgeKind::MicrosoftGraphContacts
+            | BridgeKind::Salesforce => Self::Contact(Box::new(serde_json::from_value(value)?)),
         })
     }
 
