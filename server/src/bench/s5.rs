@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::client::Client;
-use super::{BenchArgs, Scenario, new_peer_id, percentile, process_cpu_seconds, round3};
+use super::{BenchArgs, Scenario, new_peer_id, process_cpu_seconds, round3};
 use crate::bridge::record::Record;
 use crate::bridge::store::BridgeStore;
 use crate::config::BridgeKind;
@@ -475,18 +475,9 @@ async fn run_in(args: &BenchArgs, dir: &Path, out: &mut Map<String, Value>) -> a
         let r = super::s2::run(&s2_args, &mut o).await;
         (r, o, Instant::now())
     });
-    // Acknowledged deltas per 100 ms, for the steadiness of the rate.
-    let mut samples = Vec::new();
     let target = base + s5.s5_deltas as u64;
-    let mut last = (started, base);
     loop {
         let acked = provider.acked().await?;
-        let now = Instant::now();
-        if now.duration_since(last.0) >= Duration::from_millis(100) || acked >= target {
-            samples
-                .push((acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-6));
-            last = (now, acked);
-        }
         if acked >= target {
             break;
         }
@@ -509,11 +500,6 @@ async fn run_in(args: &BenchArgs, dir: &Path, out: &mut Map<String, Value>) -> a
     out.insert(
         "ratio_to_ceiling".into(),
         json!(round3(rate / ceiling.values_per_s)),
-    );
-    samples.sort_by(f64::total_cmp);
-    out.insert(
-        "rate_p10_per_100ms".into(),
-        json!(round3(percentile(&samples, 0.1))),
     );
     if let (Some(a), Some(b)) = (cpu0, cpu1) {
         out.insert(
