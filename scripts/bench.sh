@@ -21,6 +21,10 @@
 #                     ("10000 15000") connections, each holding one synced doc, spread over
 #                     S6_SOURCES (loopback source addresses), idle S6_IDLE=120 s; driftless runs with
 #                     connection caps raised to 20000 (its defaults allow 256 per IP)
+#   S5=0              1: also run S5 (provider burst, issue #9; driftless only, once per repetition):
+#                     the bench starts the server itself with a bridge to the tests crate's
+#                     burst_provider; S5_RECORDS=1000 events, S5_DELTAS=20000 changes per burst,
+#                     S5_WINDOW=1000 unacknowledged at most, S5_READERS=20 S2 readers, S5_EDITS=100
 #   TIMEOUT=120       per-phase timeout of the load generator, seconds
 #   SERVERS="driftless driftless-none node-ref samod-ref"
 #   SCRATCH=/tmp/driftless-bench   where the peers are copied and built, and data dirs live
@@ -48,6 +52,12 @@ S6=${S6:-0}
 S6_CONNECTIONS=${S6_CONNECTIONS:-"10000 15000"}
 S6_IDLE=${S6_IDLE:-120}
 S6_SOURCES=${S6_SOURCES:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4}
+S5=${S5:-0}
+S5_RECORDS=${S5_RECORDS:-1000}
+S5_DELTAS=${S5_DELTAS:-20000}
+S5_WINDOW=${S5_WINDOW:-1000}
+S5_READERS=${S5_READERS:-20}
+S5_EDITS=${S5_EDITS:-100}
 SCRATCH=${SCRATCH:-/tmp/driftless-bench}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
@@ -55,6 +65,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
 COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
+[ "$S5" = 1 ] && COMMAND="S5=1 S5_RECORDS=$S5_RECORDS S5_DELTAS=$S5_DELTAS S5_WINDOW=$S5_WINDOW $COMMAND"
 [ "$S6" = 1 ] && COMMAND="S6_CONNECTIONS=\"$S6_CONNECTIONS\" S6_IDLE=$S6_IDLE $COMMAND"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
@@ -67,6 +78,9 @@ RESULTS="$SCRATCH/results-$STAMP.jsonl"
 log "building driftless (release)"
 (cd "$ROOT" && cargo build --release -p driftless-server)
 BIN="$ROOT/target/release/driftless"
+if [ "$S5" = 1 ]; then
+    (cd "$ROOT" && cargo build --release -p driftless-tests --bin burst_provider)
+fi
 echo 'durability = "none"' >"$SCRATCH/durability-none.toml"
 printf '[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' "$FLOOD_RATE" "$FLOOD_RATE" \
     >"$SCRATCH/flood.toml"
@@ -213,6 +227,21 @@ run_one() { # rep server scenario readers-or-docs
     rm -rf "$dir/data"
 }
 
+run_s5() { # rep: S5 starts (and kill -9s) its own server, pinned like the others
+    local rep=$1 dir="$SCRATCH/run/driftless-s5-$1" line
+    rm -rf "$dir" && mkdir -p "$dir"
+    log "rep $rep: driftless s5"
+    line=$(timeout $((TIMEOUT * 6 + 60)) taskset -c "$BENCH_CPU" "$BIN" bench --url ws://unused \
+        --scenario s5 --label driftless --readers "$S5_READERS" --edits "$S5_EDITS" \
+        --phase-timeout-s "$TIMEOUT" --s5-provider-bin "$ROOT/target/release/burst_provider" \
+        --s5-server-cpus "$SERVER_CPU" --s5-dir "$dir" --s5-records "$S5_RECORDS" \
+        --s5-deltas "$S5_DELTAS" --s5-window "$S5_WINDOW" 2>"$dir/bench.err" | tail -n 1) || true
+    [ -z "$line" ] && line="{\"ok\":false,\"error\":\"load generator produced no result: $(tail -c 300 "$dir/bench.err" | tr '\n"\\' "  /")\"}"
+    echo "{\"rep\":$rep,\"server\":\"driftless\",\"case\":\"s5\",\"bench\":$line}" >>"$RESULTS"
+    echo "$line" >&2
+    rm -rf "$dir/data"
+}
+
 # --- interleaved repetitions ------------------------------------------------------------------
 read -r -a server_list <<<"$SERVERS"
 n=${#server_list[@]}
@@ -238,6 +267,9 @@ for rep in $(seq 1 "$REPS"); do
             done
         fi
     done
+    if [ "$S5" = 1 ]; then
+        run_s5 "$rep"
+    fi
 done
 
 log "results: $RESULTS"

@@ -10,7 +10,8 @@
 //!   ONE Automerge change with this process's bridge actor, computed against the shadow (only the
 //!   fields the provider changed) at the shadow's heads, and sent through the engine
 //!   (`HostInput::LocalChange`). Only once the engine reports it durable is the shadow stored; the
-//!   cursor moves last, so a crash replays the page.
+//!   cursor moves last, so a crash replays the page. Updates go in batches (`PULL_BATCH`): their
+//!   changes are in flight together (one group commit) and their shadows stored in one commit.
 //! - **Push** (the transactional outbox): the engine's `change_log` is appended in the same redb
 //!   transaction as every document change, so it is the job queue. Each bridge reads it from its
 //!   own cursor and has the provider render every linked document onto the shadow's raw resource,
@@ -813,12 +814,16 @@ impl Runner {
 
         // Translate what changed.
         let mut bodies: BTreeMap<String, (Option<String>, String, Record)> = BTreeMap::new();
-        for Resource {
-            id: href,
-            etag,
-            raw,
-        } in changes.changed
-        {
+        for (n, resource) in changes.changed.into_iter().enumerate() {
+            if n % 16 == 15 {
+                // A big page is a lot of translating without an await (S5).
+                tokio::task::yield_now().await;
+            }
+            let Resource {
+                id: href,
+                etag,
+                raw,
+            } = resource;
             let existing = match links.get(&href) {
                 Some(s) => Some(self.shadow_record(s)?),
                 None => None,
@@ -852,6 +857,7 @@ impl Runner {
                 }
                 self.import_new(href, etag.clone(), body, record).await?;
                 report.pulled += 1;
+                tokio::task::yield_now().await;
             }
         }
         let updates: Vec<_> = plan
@@ -1092,6 +1098,9 @@ impl Runner {
         body: &str,
         record: &Record,
     ) -> Result<(usize, Vec<LinkOp>), BridgeError> {
+        // Loading and diffing a document is CPU work without an await: yield first, so the
+        // connections' tasks (and, in a batch, `FuturesOrdered`'s yield) interleave with it.
+        tokio::task::yield_now().await;
         let doc_id = self.parse_doc_id(&shadow.doc)?;
         let old = self.settled(&doc_id, self.shadow_record(shadow)?, record)?;
         let mut heads = shadow.change_heads();
@@ -1212,6 +1221,9 @@ impl Runner {
             for (_, doc) in entries {
                 if seen.insert(doc.to_string()) {
                     self.push_job(&doc, &mut failed, report).await?;
+                    // A job the provider already has sends nothing and never waits: let the
+                    // connections' tasks run between documents (S5: S2 p99 during a burst).
+                    tokio::task::yield_now().await;
                 }
             }
             self.store
