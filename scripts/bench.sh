@@ -30,6 +30,10 @@
 #   S3=0              1: also run S3 (hot long-history document, issue #9) for every server: a document
 #                     of S3_OPS=260000 typed characters, typists at 6 chars/s with 4 readers each,
 #                     S3_TYPISTS="1 2 4 8 16" (raised until p99 > 250 ms), S3_STEP_S=20 s per step
+#   S5=0              1: also run S5 (provider burst, issue #9; driftless only, once per repetition):
+#                     the bench starts the server itself with a bridge to the tests crate's
+#                     burst_provider; S5_RECORDS=1000 events, S5_DELTAS=20000 changes per burst,
+#                     S5_WINDOW=1000 unacknowledged at most, S5_READERS=20 S2 readers, S5_EDITS=100
 #   TIMEOUT=120       per-phase timeout of the load generator, seconds
 #   SERVERS="driftless driftless-none node-ref samod-ref"
 #   SCRATCH=/tmp/driftless-bench   where the peers are copied and built, and data dirs live
@@ -70,6 +74,12 @@ S3=${S3:-0}
 S3_OPS=${S3_OPS:-260000}
 S3_TYPISTS=${S3_TYPISTS:-"1 2 4 8 16"}
 S3_STEP_S=${S3_STEP_S:-20}
+S5=${S5:-0}
+S5_RECORDS=${S5_RECORDS:-1000}
+S5_DELTAS=${S5_DELTAS:-20000}
+S5_WINDOW=${S5_WINDOW:-1000}
+S5_READERS=${S5_READERS:-20}
+S5_EDITS=${S5_EDITS:-100}
 SCRATCH=${SCRATCH:-/tmp/driftless-bench}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
@@ -77,6 +87,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 
 COMMAND="REPS=$REPS DOCS=$DOCS SMALL_DOCS=$SMALL_DOCS READERS=\"$READERS\" EDITS=$EDITS TIMEOUT=$TIMEOUT S1=$S1 S2=$S2 FLOOD=$FLOOD S6=$S6 SERVERS=\"$SERVERS\" scripts/bench.sh"
+[ "$S5" = 1 ] && COMMAND="S5=1 S5_RECORDS=$S5_RECORDS S5_DELTAS=$S5_DELTAS S5_WINDOW=$S5_WINDOW $COMMAND"
 [ "$S6" = 1 ] && COMMAND="S6_CONNECTIONS=\"$S6_CONNECTIONS\" S6_IDLE=$S6_IDLE $COMMAND"
 [ "$S4" = 1 ] && COMMAND="S4=1 S4_SMALL=$S4_SMALL S4_LARGE=$S4_LARGE S4_LARGE_OPS=$S4_LARGE_OPS S4_CLIENTS=$S4_CLIENTS S4_DOCS_PER_CLIENT=$S4_DOCS_PER_CLIENT $COMMAND"
 [ "$S3" = 1 ] && COMMAND="S3=1 S3_OPS=$S3_OPS S3_TYPISTS=\"$S3_TYPISTS\" S3_STEP_S=$S3_STEP_S $COMMAND"
@@ -95,6 +106,9 @@ else
     log "building driftless (release)"
     (cd "$ROOT" && cargo build --release -p driftless-server)
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/driftless"
+fi
+if [ "$S5" = 1 ]; then
+    (cd "$ROOT" && cargo build --release -p driftless-tests --bin burst_provider)
 fi
 echo 'durability = "none"' >"$SCRATCH/durability-none.toml"
 printf '[limits]\nmessages_per_second = %s\nmessage_burst = %s\n' "$FLOOD_RATE" "$FLOOD_RATE" \
@@ -298,6 +312,19 @@ run_s4() { # rep server
     kill -0 "$pid" 2>/dev/null || alive=false
     stop_server "$pid"
     echo "{\"rep\":$rep,\"server\":\"$s\",\"case\":\"s4\",\"server_alive\":$alive,\"server_cpu_s\":$(awk -v a="$ticks0" -v b="$ticks1" 'BEGIN{printf "%.2f", (b-a)/100}'),\"rss_start_kib\":${rss0:-0},\"hwm_kib\":${hwm:-0},\"seed\":$seed,\"bench\":$line}" >>"$RESULTS"
+}
+
+run_s5() { # rep: S5 starts (and kill -9s) its own server, pinned like the others
+    local rep=$1 dir="$SCRATCH/run/driftless-s5-$1" line
+    rm -rf "$dir" && mkdir -p "$dir"
+    log "rep $rep: driftless s5"
+    line=$(timeout $((TIMEOUT * 6 + 60)) taskset -c "$BENCH_CPU" "$BIN" bench --url ws://unused \
+        --scenario s5 --label driftless --readers "$S5_READERS" --edits "$S5_EDITS" \
+        --phase-timeout-s "$TIMEOUT" --s5-provider-bin "${CARGO_TARGET_DIR:-$ROOT/target}/release/burst_provider" \
+        --s5-server-cpus "$SERVER_CPU" --s5-dir "$dir" --s5-records "$S5_RECORDS" \
+        --s5-deltas "$S5_DELTAS" --s5-window "$S5_WINDOW" 2>"$dir/bench.err" | tail -n 1) || true
+    [ -z "$line" ] && line="{\"ok\":false,\"error\":\"load generator produced no result: $(tail -c 300 "$dir/bench.err" | tr '\n"\\' "  /")\"}"
+    echo "{\"rep\":$rep,\"server\":\"driftless\",\"case\":\"s5\",\"bench\":$line}" >>"$RESULTS"
     echo "$line" >&2
     rm -rf "$dir/data"
 }
@@ -335,6 +362,9 @@ for rep in $(seq 1 "$REPS"); do
             done
         fi
     done
+    if [ "$S5" = 1 ]; then
+        run_s5 "$rep"
+    fi
 done
 
 log "results: $RESULTS"

@@ -87,7 +87,7 @@ def main():
         by[(r["case"], r["server"])].append(r)
     servers = [s for s in LABELS if any(k[1] == s for k in by)]
     order = {"s1": 0, "s1-small": 1}
-    cases = sorted({k[0] for k in by}, key=lambda c: (order.get(c, 2), len(c), c))
+    cases = sorted({k[0] for k in by if k[0] != "s5"}, key=lambda c: (order.get(c, 2), len(c), c))  # s5: own block
 
     out = []
     w = out.append
@@ -414,6 +414,38 @@ def main():
         if cpu is not None:
             w(target_line(f"S6 {n:,} connections: idle CPU < 5%: {cpu:.2f}%", cpu < 5))
     w("")
+
+    # S5 (provider burst, driftless only; the bench starts its own server: see server/src/bench/s5.rs).
+    s5 = [r["bench"] for r in runs if r["case"] == "s5"]
+    if s5:
+        good = [b for b in s5 if b.get("ok")]
+        b0 = s5[0]
+        w(f"## S5: provider burst ({b0.get('deltas')} deltas over {b0.get('records')} records, "
+          f"window {b0.get('window')}, bridge poll {b0.get('poll_ms')} ms, S2 with "
+          f"{b0.get('readers')} readers during the burst)")
+        w("")
+        w("Durable delta: the bridge presented a sync token issued after it (the token is stored only "
+          "once the listing's documents are fsynced). Ceiling: redb `Durability::Immediate` "
+          f"transactions of {b0.get('ceiling_batch')} values x {b0.get('ceiling_value_bytes')} B on "
+          "the same disk, measured first in each run.")
+        w("")
+        cols = [("durable deltas/s", "durable_deltas_per_s", 0), ("ceiling values/s", "ceiling_values_per_s", 0),
+                ("ratio to ceiling", "ratio_to_ceiling", 3), ("S2 p50 ms", "s2_p50_ms", 2),
+                ("S2 p99 ms", "s2_p99_ms", 2), ("server CPU us/delta", "server_cpu_us_per_delta", 0),
+                ("acked at kill", "acked_at_kill", 0), ("missing after kill -9", "missing_after_kill", 0)]
+        w("| ok runs | " + " | ".join(c[0] for c in cols) + " |")
+        w("|---" * (len(cols) + 1) + "|")
+        cells = [summary([b.get(k) for b in good], d)[0] for _, k, d in cols]
+        w(f"| {len(good)}/{len(s5)} | " + " | ".join(cells) + " |")
+        w("")
+        rate = summary([b.get("ratio_to_ceiling") for b in good], 3)[1]
+        p99 = summary([b.get("s2_p99_ms") for b in good], 2)[1]
+        lost = max([b.get("missing_after_kill", 0) for b in good], default=None)
+        w(target_line(f"S5 durable deltas/s >= 0.6x the Immediate batch ceiling: {fmt(rate, 3)}x",
+                      None if rate is None else rate >= 0.6))
+        w(target_line(f"S5 S2 p99 < 50 ms during the burst: {fmt(p99, 2)} ms", None if p99 is None else p99 < 50))
+        w(target_line(f"S5 acknowledged deltas missing after kill -9: {lost}", None if lost is None else lost == 0))
+        w("")
 
     # Failures.
     w("## Failures")

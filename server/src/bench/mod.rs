@@ -16,6 +16,8 @@
 //!   document, documents loaded.
 //! - **S6** idle connections: N connections each holding one synced document, left idle; memory
 //!   per connection and idle CPU of the server (see `s6`).
+//! - **S5** provider burst: starts a server with a bridge to a fake provider process, measures
+//!   durable deltas/s against redb's batch ceiling, S2 during the burst, and kill -9 (see `s5`).
 //!
 //! Each run prints one JSON object on stdout (`"ok": true|false`, and `"error"` on failure); a
 //! phase that makes no progress within `--phase-timeout-s` fails the run instead of hanging it.
@@ -27,6 +29,7 @@ pub mod s1;
 pub mod s2;
 pub mod s3;
 pub mod s4;
+pub mod s5;
 pub mod s6;
 
 use std::time::Duration;
@@ -52,6 +55,8 @@ pub enum Scenario {
     S4,
     /// Idle connections: memory per connection and idle CPU.
     S6,
+    /// Provider burst: durable deltas/s of a bridge, S2 during it, kill -9 (driftless only).
+    S5,
 }
 
 /// Command-line options of `driftless bench`.
@@ -143,6 +148,8 @@ pub struct BenchArgs {
     /// Server process id: report its CPU time (utime+stime from /proc) per phase / per edit.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    #[command(flatten)]
+    pub s5: Box<s5::S5Args>,
 }
 
 impl BenchArgs {
@@ -177,6 +184,7 @@ impl BenchArgs {
             docs_per_client: 20,
             phase_timeout_s: 120,
             server_pid: None,
+            s5: Box::default(),
         }
     }
 
@@ -227,6 +235,10 @@ pub async fn run(args: &BenchArgs) -> Value {
         Scenario::S6 => {
             out.insert("scenario".into(), json!("s6"));
             s6::run(args, &mut out).await
+        }
+        Scenario::S5 => {
+            out.insert("scenario".into(), json!("s5"));
+            s5::run(args, &mut out).await
         }
     };
     match outcome {

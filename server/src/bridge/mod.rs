@@ -10,7 +10,8 @@
 //!   ONE Automerge change with this process's bridge actor, computed against the shadow (only the
 //!   fields the provider changed) at the shadow's heads, and sent through the engine
 //!   (`HostInput::LocalChange`). Only once the engine reports it durable is the shadow stored; the
-//!   cursor moves last, so a crash replays the page.
+//!   cursor moves last, so a crash replays the page. Updates go in batches (`PULL_BATCH`): their
+//!   changes are in flight together (one group commit) and their shadows stored in one commit.
 //! - **Push** (the transactional outbox): the engine's `change_log` is appended in the same redb
 //!   transaction as every document change, so it is the job queue. Each bridge reads it from its
 //!   own cursor and has the provider render every linked document onto the shadow's raw resource,
@@ -84,6 +85,10 @@ use store::{BridgeStore, FailedJob, LinkOp, Shadow};
 
 /// Change-log entries read per outbox step.
 const OUTBOX_BATCH: usize = 256;
+/// Pulled updates written at once: their document changes are in flight together (so the
+/// engine's group commit makes them one fsync) and their links are stored in one commit. Small
+/// enough that a client's change queued behind a batch in the engine waits little (S5's S2 p99).
+const PULL_BATCH: usize = 64;
 /// Retries of a write that keeps meeting 412.
 const MAX_412_RETRIES: u32 = 4;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -226,6 +231,30 @@ fn now_rfc3339() -> String {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     )
+}
+
+/// A pulled update of a linked record: href, its shadow, and (etag, raw body, record).
+type PulledUpdate<'a> = (&'a String, &'a Shadow, &'a (Option<String>, String, Record));
+
+/// Splits `items` into consecutive batches of at most `max`, none holding two items of the same
+/// document (a later item of a document already in the batch starts the next batch), so each
+/// batch can be written concurrently in order.
+fn update_batches<T>(items: &[T], doc_of: impl Fn(&T) -> &str, max: usize) -> Vec<&[T]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut docs: HashSet<&str> = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if i - start >= max.max(1) || !docs.insert(doc_of(item)) {
+            batches.push(&items[start..i]);
+            start = i;
+            docs.clear();
+            docs.insert(doc_of(item));
+        }
+    }
+    if start < items.len() {
+        batches.push(&items[start..]);
+    }
+    batches
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -618,20 +647,28 @@ impl Runner {
     // ---------------------------------------------------------------------------------------
     // Documents through the engine
 
+    /// The stored document, loaded once straight from its chunks (not through `load_stored`'s
+    /// `Automerge`, which would cost a second load and a save: S5 profile, docs/benchmarks.md).
     fn load(&self, doc: &DocumentId) -> Result<Option<AutoCommit>, BridgeError> {
-        let Some(stored) = self
-            .store
-            .storage()
-            .load_stored(doc)
-            .map_err(|e| self.local(e))?
-        else {
+        let storage = self.store.storage();
+        let Some(chunks) = storage.load(doc).map_err(|e| self.local(e))? else {
             return Ok(None);
         };
-        if stored.workspace != self.config.workspace {
+        let workspace = storage.workspace(doc).map_err(|e| self.local(e))?;
+        let workspace = workspace
+            .as_deref()
+            .unwrap_or(driftless_client_protocol::engine::DEFAULT_WORKSPACE);
+        if workspace != self.config.workspace {
             return Ok(None);
         }
-        let mut am = AutoCommit::load(&stored.document.save())
-            .map_err(|e| self.local(format!("document {doc}: {e}")))?;
+        let corrupt = |e: automerge::AutomergeError| self.local(format!("document {doc}: {e}"));
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let mut am = AutoCommit::load(&first).map_err(corrupt)?;
+        let rest: Vec<u8> = chunks.flatten().collect();
+        if !rest.is_empty() {
+            am.load_incremental(&rest).map_err(corrupt)?;
+        }
         am.set_actor(self.actor.clone());
         Ok(Some(am))
     }
@@ -784,12 +821,16 @@ impl Runner {
 
         // Translate what changed.
         let mut bodies: BTreeMap<String, (Option<String>, String, Record)> = BTreeMap::new();
-        for Resource {
-            id: href,
-            etag,
-            raw,
-        } in changes.changed
-        {
+        for (n, resource) in changes.changed.into_iter().enumerate() {
+            if n % 16 == 15 {
+                // A big page is a lot of translating without an await (S5).
+                tokio::task::yield_now().await;
+            }
+            let Resource {
+                id: href,
+                etag,
+                raw,
+            } = resource;
             let existing = match links.get(&href) {
                 Some(s) => Some(self.shadow_record(s)?),
                 None => None,
@@ -823,16 +864,16 @@ impl Runner {
                 }
                 self.import_new(href, etag.clone(), body, record).await?;
                 report.pulled += 1;
+                tokio::task::yield_now().await;
             }
         }
-        for (href, _) in &plan.updates {
-            if let (Some(shadow), Some((etag, body, record))) = (links.get(href), bodies.get(href))
-            {
-                report.conflicts += self
-                    .import_change(href, href, shadow, etag.clone(), body, record)
-                    .await?;
-                report.pulled += 1;
-            }
+        let updates: Vec<_> = plan
+            .updates
+            .iter()
+            .filter_map(|(href, _)| Some((href, links.get(href)?, bodies.get(href)?)))
+            .collect();
+        for batch in update_batches(&updates, |(_, shadow, _)| shadow.doc.as_str(), PULL_BATCH) {
+            self.import_changes(batch, report).await?;
         }
         for (_, old, new) in &plan.relinks {
             if let (Some(shadow), Some((etag, body, record))) = (links.get(old), bodies.get(new)) {
@@ -1009,6 +1050,30 @@ impl Runner {
             .map_err(|e| self.local(format!("document {doc_id}: settling the shadow: {e}")))
     }
 
+    /// Known records changed at the provider, each of a different document: their changes are
+    /// written concurrently and their links stored in one commit once every document is durable.
+    async fn import_changes(
+        &self,
+        batch: &[PulledUpdate<'_>],
+        report: &mut RoundReport,
+    ) -> Result<(), BridgeError> {
+        let written = futures::future::try_join_all(batch.iter().map(
+            |(href, shadow, (etag, body, record))| {
+                self.import_change_ops(href, href, shadow, etag.clone(), body, record)
+            },
+        ))
+        .await?;
+        let mut ops = Vec::with_capacity(written.len());
+        for (conflicts, mut link_ops) in written {
+            report.conflicts += conflicts;
+            report.pulled += 1;
+            ops.append(&mut link_ops);
+        }
+        self.store
+            .commit(self.id(), &ops, None, None)
+            .map_err(|e| self.local(e))
+    }
+
     /// A known record changed at the provider (possibly moved from `old_href` to `href`): write
     /// the fields it changed since the shadow. Returns the conflicts in the document afterwards.
     async fn import_change(
@@ -1020,6 +1085,29 @@ impl Runner {
         body: &str,
         record: &Record,
     ) -> Result<usize, BridgeError> {
+        let (conflicts, ops) = self
+            .import_change_ops(old_href, href, shadow, etag, body, record)
+            .await?;
+        self.store
+            .commit(self.id(), &ops, None, None)
+            .map_err(|e| self.local(e))?;
+        Ok(conflicts)
+    }
+
+    /// [`Runner::import_change`] up to the document being durable: returns the conflicts and the
+    /// link operations still to be stored.
+    async fn import_change_ops(
+        &self,
+        old_href: &str,
+        href: &str,
+        shadow: &Shadow,
+        etag: Option<String>,
+        body: &str,
+        record: &Record,
+    ) -> Result<(usize, Vec<LinkOp>), BridgeError> {
+        // Loading and diffing a document is CPU work without an await: yield first, so the
+        // connections' tasks (and, in a batch, `FuturesOrdered`'s yield) interleave with it.
+        tokio::task::yield_now().await;
         let doc_id = self.parse_doc_id(&shadow.doc)?;
         let old = self.settled(&doc_id, self.shadow_record(shadow)?, record)?;
         let mut heads = shadow.change_heads();
@@ -1071,10 +1159,7 @@ impl Runner {
                 uid: self.provider.uid(body),
             }),
         });
-        self.store
-            .commit(self.id(), &ops, None, None)
-            .map_err(|e| self.local(e))?;
-        Ok(conflicts)
+        Ok((conflicts, ops))
     }
 
     /// The provider deleted `href`: unlink, and tombstone when no other live link remains.
@@ -1149,6 +1234,9 @@ impl Runner {
             for (_, doc) in entries {
                 if seen.insert(doc.to_string()) {
                     self.push_job(&doc, &mut failed, report).await?;
+                    // A job the provider already has sends nothing and never waits: let the
+                    // connections' tasks run between documents (S5: S2 p99 during a burst).
+                    tokio::task::yield_now().await;
                 }
             }
             self.store
@@ -1541,5 +1629,26 @@ impl Runner {
             format!("{href}: delete still 412 after {MAX_412_RETRIES} tries"),
             None,
         ))
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::update_batches;
+
+    #[test]
+    fn batches_are_bounded_and_never_hold_a_document_twice() {
+        let items = ["a", "b", "c", "a", "d", "e", "f"];
+        let batches = update_batches(&items, |d| d, 3);
+        assert_eq!(
+            batches,
+            vec![&["a", "b", "c"][..], &["a", "d", "e"][..], &["f"][..]]
+        );
+        let batches = update_batches(&items, |d| d, 10);
+        assert_eq!(
+            batches,
+            vec![&["a", "b", "c"][..], &["a", "d", "e", "f"][..]]
+        );
+        assert!(update_batches(&[] as &[&str], |d| d, 3).is_empty());
     }
 }

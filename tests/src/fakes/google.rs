@@ -398,6 +398,26 @@ impl GoogleFake {
         self.lock().log.clear();
     }
 
+    /// Takes the log (what `log` then `clear_log` would give, without a race between them).
+    pub fn take_log(&self) -> Vec<LoggedRequest> {
+        std::mem::take(&mut self.lock().log)
+    }
+
+    /// The change-log position a sync token was issued at (every change at or before it is in
+    /// the listings that led to the token). `None`: not a token this fake issued.
+    pub fn sync_token_seq(&self, token: &str) -> Option<u64> {
+        self.lock().sync_tokens.get(token).map(|t| t.seq)
+    }
+
+    /// The change-log position of an event's last change.
+    pub fn event_seq(&self, calendar: &str, id: &str) -> Option<u64> {
+        self.lock()
+            .calendars
+            .get(calendar)
+            .and_then(|c| c.events.get(id))
+            .map(|e| e.seq)
+    }
+
     /// An event as stored (exceptions included), cancelled ones too.
     pub fn event(&self, calendar: &str, id: &str) -> Option<Value> {
         self.lock()
