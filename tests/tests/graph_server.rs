@@ -10,7 +10,9 @@
 //! created, or whose rule is edited, in the app is written with a `patternedRecurrence`; a rule
 //! Graph cannot express parks the record with an error naming the document and changes nothing at
 //! Graph. A create whose answer was lost is adopted through its `transactionId`. Subscriptions
-//! survive a restart and are renewed before they expire.
+//! survive a restart and are renewed before they expire. A series that arrives in an incremental
+//! round keeps its deleted occurrence cancelled (document and expansion endpoint) through master
+//! PATCHes (ours and Outlook's) and a resync.
 //!
 //! The events are placed relative to today, since the server's window is around the real now.
 //! Rounds are driven by `POST /v1/bridges/{id}/sync`.
@@ -123,6 +125,24 @@ fn single(subject: &str, d: NaiveDate) -> Value {
     })
 }
 
+/// Puts the daily series into the fake, its day-8 occurrence moved and renamed, its day-10
+/// occurrence deleted. Returns the master's id.
+fn seed_series(fake: &FakeGraph) -> anyhow::Result<String> {
+    let master = fake.put_event(daily_series());
+    let moved = fake.occurrence_id(&master, &key(day(8)));
+    fake.patch_event(
+        &moved,
+        json!({"subject": "Standup (late)",
+               "start": {"dateTime": format!("{}T10:00:00", day(8)), "timeZone": "UTC"},
+               "end": {"dateTime": format!("{}T10:15:00", day(8)), "timeZone": "UTC"}}),
+    )
+    .context("moving an occurrence")?;
+    if !fake.delete_event(&fake.occurrence_id(&master, &key(day(10)))) {
+        bail!("the fake did not delete the occurrence");
+    }
+    Ok(master)
+}
+
 struct Env {
     fake: FakeGraph,
     server: TestServer,
@@ -140,18 +160,14 @@ impl Env {
     /// bridge subscribes to change notifications.
     async fn start_with(webhooks: bool) -> anyhow::Result<(Self, String)> {
         let fake = FakeGraph::start().await?;
-        let master = fake.put_event(daily_series());
-        let moved = fake.occurrence_id(&master, &key(day(8)));
-        fake.patch_event(
-            &moved,
-            json!({"subject": "Standup (late)",
-                   "start": {"dateTime": format!("{}T10:00:00", day(8)), "timeZone": "UTC"},
-                   "end": {"dateTime": format!("{}T10:15:00", day(8)), "timeZone": "UTC"}}),
-        )
-        .context("moving an occurrence")?;
-        if !fake.delete_event(&fake.occurrence_id(&master, &key(day(10)))) {
-            bail!("the fake did not delete the occurrence");
-        }
+        let master = seed_series(&fake)?;
+        let env = Self::start_on(fake, webhooks).await?;
+        Ok((env, master))
+    }
+
+    /// Driftless with a bridge to `fake` as it is (its first, complete round is over when this
+    /// returns).
+    async fn start_on(fake: FakeGraph, webhooks: bool) -> anyhow::Result<Self> {
         let config = bridge(&fake);
         let server = TestServer::start_with_config(move |c| {
             let mut config = config.clone();
@@ -167,7 +183,7 @@ impl Env {
         .await?;
         server.wait_ready(Duration::from_secs(10)).await?;
         let api = Api::new(server.http_url());
-        Ok((Self { fake, server, api }, master))
+        Ok(Self { fake, server, api })
     }
 
     fn writes(&self) -> Vec<Logged> {
@@ -1001,5 +1017,83 @@ async fn an_app_series_is_created_with_its_pattern_and_stays_quiet() -> anyhow::
         .collect();
     assert_eq!(planning, std::slice::from_ref(&doc_id));
     env.quiet_round().await?;
+    Ok(())
+}
+
+/// The occurrences `GET /v1/calendar/occurrences` lists from today to day 60: their start days.
+async fn occurrence_days(api: &Api) -> anyhow::Result<Vec<String>> {
+    let from = format!("{}T00:00:00Z", day(0));
+    let to = format!("{}T00:00:00Z", day(60));
+    let v = api
+        .get_json(&format!("/v1/calendar/occurrences?from={from}&to={to}"))
+        .await?;
+    Ok(v["occurrences"]
+        .as_array()
+        .context("occurrences")?
+        .iter()
+        .filter_map(|o| o["start"].as_str().map(|s| s[..10].to_owned()))
+        .collect())
+}
+
+/// The deleted occurrence (day 10) is cancelled in the document and not listed by the
+/// expansion endpoint; the moved one (day 8) is still an exception.
+async fn assert_cancelled_kept(env: &Env, when: &str) -> anyhow::Result<()> {
+    let (_, record) = env.only_event().await?;
+    let overrides = &record["overrides"];
+    assert_eq!(
+        overrides[key(day(10))]["cancelled"],
+        true,
+        "{when}: the deleted occurrence is no longer cancelled: {record}"
+    );
+    assert_eq!(
+        overrides[key(day(8))]["title"],
+        "Standup (late)",
+        "{when}: {record}"
+    );
+    let days = occurrence_days(&env.api).await?;
+    let expected: Vec<String> = [7, 8, 9, 11].iter().map(|n| day(*n).to_string()).collect();
+    assert_eq!(days, expected, "{when}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_occurrence_stays_cancelled_after_the_master_is_patched() -> anyhow::Result<()> {
+    // The series arrives after the first (complete) round: Graph's delta lists its occurrences
+    // and its exception, never the deleted occurrence (Graph has no EXDATE).
+    let env = Env::start_on(FakeGraph::start().await?, false).await?;
+    env.api.sync(BRIDGE).await?;
+    let master = seed_series(&env.fake)?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_event().await?;
+    assert_cancelled_kept(&env, "after an incremental import").await?;
+
+    // The app renames the series: Graph's master is patched (and Graph re-lists every
+    // occurrence with a new etag in the next delta).
+    let mut app = app_open(&env.server.url(), &doc_id, "cancel-app").await?;
+    app_edit_event(&mut app, &doc_id, |e| e.title = Some("Standup v2".into())).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    assert_eq!(
+        env.fake.event(&master).context("master")?["subject"],
+        "Standup v2"
+    );
+    for round in 0..3 {
+        env.api.sync(BRIDGE).await?;
+        assert_cancelled_kept(&env, &format!("delta round {round} after our PATCH")).await?;
+    }
+    env.quiet_round().await?;
+
+    // Outlook patches the master too; then the delta link expires (a complete listing).
+    env.fake
+        .patch_event(&master, json!({"subject": "Standup v3"}))
+        .context("patch master")?;
+    env.api.sync(BRIDGE).await?;
+    assert_cancelled_kept(&env, "after an Outlook rename").await?;
+    env.fake.expire_delta_tokens();
+    env.api.sync(BRIDGE).await?;
+    assert_cancelled_kept(&env, "after a resync").await?;
+    env.quiet_round().await?;
+    let (_, record) = env.only_event().await?;
+    assert_eq!(record["title"], "Standup v3", "{record}");
     Ok(())
 }

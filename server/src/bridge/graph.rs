@@ -613,7 +613,11 @@ impl GraphProvider {
                 info!(bridge = %self.bridge, event = %id, "instances of a series whose master is not visible; skipped");
                 continue;
             };
-            if outcome.complete {
+            // Graph has no EXDATE: a deleted occurrence is only ever missing. A round lists every
+            // instance of a series in the window when it is a complete listing, and also when the
+            // series is new here (the delta link never reported any of its instances, so an
+            // incremental round lists them all); only then does a missing one mean deleted.
+            if outcome.complete || before.is_none() {
                 infer_deleted_occurrences(&mut bundle, &window);
             }
             // Listed even when unchanged, so a complete listing does not take it for deleted.
