@@ -295,7 +295,7 @@ impl Mailboxes {
         let google = |fake: &GoogleFake| {
             fake.log()
                 .into_iter()
-                .filter(|r| r.is_event_write() && !r.path.ends_with("/watch"))
+                .filter(|r| r.is_event_write())
                 .map(|r| format!("{} {}", r.method, r.path))
                 .collect()
         };
