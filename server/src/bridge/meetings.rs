@@ -24,6 +24,8 @@
 //!   owner's response only, and only the owner's mailbox gets a response written.
 //! - **Deletes**: the organizer's copy is the default delete authority ([`is_delete_authority`]);
 //!   a `[[policies]]` `deleted` entry overrides it.
+//! - **Backfill**: at start, documents the Google/Graph bridges already link are indexed by
+//!   their copies' UIDs where the index lacks them ([`backfill_index`]).
 //!
 //! The decisions are pure functions over canonical values; the runner glue at the bottom
 //! (`impl Runner`) only loads, writes through the engine and stores. Must not: match by provider
@@ -43,8 +45,9 @@ use tracing::info;
 
 use super::provider::Provider;
 use super::record::Record;
-use super::store::{Claim, LinkOp, Shadow};
+use super::store::{BridgeStore, Claim, LinkOp, Shadow, StoreError};
 use super::{BridgeError, Runner};
+use crate::config::{BridgeConfig, BridgeKind};
 
 /// `links.<bridge>.organizer`: this mailbox's copy is the organizer's.
 pub const ORGANIZER_KEY: &str = "organizer";
@@ -467,6 +470,59 @@ pub fn google_role(master: &Value) -> CopyRole {
             .and_then(Value::as_str)
             .and_then(canonical_response),
     }
+}
+
+// -------------------------------------------------------------------------------------------
+// Index backfill (at start)
+
+/// Whether `config`'s records are mailbox copies of meetings (Google and Graph calendars).
+fn holds_meeting_copies(config: &BridgeConfig) -> bool {
+    matches!(
+        config.kind,
+        BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph
+    )
+}
+
+/// The meeting key of a linked copy: from the shadow's `uid`, else read from its raw form
+/// (older shadows).
+fn linked_key(kind: BridgeKind, shadow: &Shadow) -> Option<String> {
+    let uid = shadow.uid.clone().or_else(|| match kind {
+        BridgeKind::GoogleCalendar => super::google::GoogleProvider::uid(&shadow.raw),
+        BridgeKind::MicrosoftGraph => {
+            driftless_bridges::graph::translate::EventBundle::from_raw(&shadow.raw)
+                .ok()?
+                .ical_uid()
+                .map(series_uid)
+        }
+        _ => None,
+    })?;
+    meeting_key(Some(&uid))
+}
+
+/// Indexes the documents the Google and Graph bridges of `configs` already link, by their
+/// meeting key, where the index has no entry for the key (documents imported before the index
+/// existed, or whose claim was lost): otherwise a new mailbox's copy of such a meeting would
+/// make a second document. Idempotent, existing claims win; one read of each link table and one
+/// transaction per workspace, run before any bridge task starts. Returns how many were added.
+pub fn backfill_index(store: &BridgeStore, configs: &[BridgeConfig]) -> Result<usize, StoreError> {
+    let mut by_workspace: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for config in configs.iter().filter(|c| holds_meeting_copies(c)) {
+        let entries = by_workspace.entry(config.workspace.as_str()).or_default();
+        for shadow in store.links(&config.id)?.values() {
+            if let Some(key) = linked_key(config.kind, shadow) {
+                entries.push((key, shadow.doc.clone()));
+            }
+        }
+    }
+    let mut added = 0;
+    for (workspace, entries) in by_workspace {
+        let n = store.backfill_meetings(workspace, &entries)?;
+        if n > 0 {
+            info!(%workspace, added = n, "meetings index backfilled from the linked copies");
+        }
+        added += n;
+    }
+    Ok(added)
 }
 
 // -------------------------------------------------------------------------------------------

@@ -267,6 +267,8 @@ impl Bridges {
         }
         let policies = Arc::new(Policies::new(policies));
         let store = BridgeStore::open(storage.clone())?;
+        // Before any bridge task runs, so no first round imports a known meeting anew.
+        meetings::backfill_index(&store, configs)?;
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = BTreeMap::new();
         let mut tasks = Vec::new();
