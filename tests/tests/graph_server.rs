@@ -8,8 +8,8 @@
 //! one `PATCH` of the changed fields with `If-Match`, a 412 race merges, 429 is waited out, deletes
 //! follow the rules. A 412 race on an event merges both edits without a conflict. A series
 //! created, or whose rule is edited, in the app is written with a `patternedRecurrence`; a rule
-//! Graph cannot express parks the record with an error naming the document and changes nothing at
-//! Graph. A create whose answer was lost is adopted through its `transactionId`. Subscriptions
+//! Graph cannot express is not written (Graph keeps its rule, other edits still go through) and is
+//! listed as a `recurrence` conflict with both rules until they agree again, quietly. A create whose answer was lost is adopted through its `transactionId`. Subscriptions
 //! survive a restart and are renewed before they expire. A series that arrives in an incremental
 //! round keeps its deleted occurrence cancelled (document and expansion endpoint) through master
 //! PATCHes (ours and Outlook's) and a resync.
@@ -874,7 +874,8 @@ async fn subscriptions_survive_a_restart_and_are_renewed_before_they_expire() ->
 }
 
 #[tokio::test]
-async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_refused() -> anyhow::Result<()> {
+async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_held_back_as_a_conflict()
+-> anyhow::Result<()> {
     let (env, master) = Env::start().await?;
     env.api.sync(BRIDGE).await?;
     let (doc_id, _) = env.only_event().await?;
@@ -924,30 +925,124 @@ async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_refused() -> a
         "RRULE:FREQ=DAILY;COUNT=7"
     );
 
-    // Hourly: Graph has no such pattern. Nothing is written, Graph keeps its rule, the document
-    // keeps the app's, and the record's failed job names the document.
+    // Hourly: Graph has no such pattern. The rule is not written (Graph keeps its own, the
+    // document keeps the app's): the record lists both rules as a conflict; nothing loops.
     app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=HOURLY;COUNT=3")).await?;
     env.fake.clear_log();
-    env.api.try_sync(BRIDGE).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
     assert!(env.writes().is_empty(), "{:?}", env.writes());
     assert_eq!(
         env.fake.event(&master).context("master")?["recurrence"]["range"]["numberOfOccurrences"],
         7
     );
+    assert_rule_conflict(
+        &env,
+        &doc_id,
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "RRULE:FREQ=DAILY;COUNT=7",
+    )
+    .await?;
     let status = env.api.bridge_status(BRIDGE).await?;
-    let error = status["last_error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains(&doc_id.to_string()) && error.contains("cannot express"),
-        "{status}"
-    );
-    env.api.try_sync(BRIDGE).await?;
-    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    assert!(status["last_error"].is_null(), "{status}");
+    env.quiet_round().await?;
+    env.quiet_round().await?;
     let event = app_event(&mut app, &doc_id).await?;
     assert_eq!(
         event.recurrence.as_ref().context("recurrence")?.rules["0"],
         "RRULE:FREQ=HOURLY;COUNT=3",
         "the app's rule was silently changed"
     );
+
+    // Other edits still reach Graph (the rule stays held back), and an Outlook edit of something
+    // else comes back without ending the conflict.
+    app_edit_event(&mut app, &doc_id, |e| {
+        e.title = Some("Standup (held)".into())
+    })
+    .await?;
+    env.fake.clear_log();
+    env.api.sync(BRIDGE).await?;
+    let writes = env.writes();
+    let [patch] = writes.as_slice() else {
+        bail!("expected one write, got {writes:?}");
+    };
+    let keys: Vec<&String> = patch
+        .body
+        .as_ref()
+        .and_then(Value::as_object)
+        .context("PATCH body")?
+        .keys()
+        .collect();
+    assert_eq!(keys, ["subject"], "{patch:?}");
+    env.fake
+        .patch_event(&master, json!({"location": {"displayName": "Room 7"}}))
+        .context("patch master")?;
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+    assert_rule_conflict(
+        &env,
+        &doc_id,
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "RRULE:FREQ=DAILY;COUNT=7",
+    )
+    .await?;
+
+    // Back to a rule Graph can express: written, and the conflict is over.
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=DAILY;COUNT=6")).await?;
+    env.fake.clear_log();
+    env.api.sync(BRIDGE).await?;
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
+    assert_eq!(
+        env.fake.event(&master).context("master")?["recurrence"]["range"]["numberOfOccurrences"],
+        6
+    );
+    assert_eq!(env.api.conflicts(&doc_id).await?, Vec::<Value>::new());
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+
+    // Hourly again, then the app goes back to Graph's own rule: the conflict ends without a write.
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=HOURLY;COUNT=3")).await?;
+    env.api.sync(BRIDGE).await?;
+    assert_rule_conflict(
+        &env,
+        &doc_id,
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "RRULE:FREQ=DAILY;COUNT=6",
+    )
+    .await?;
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=DAILY;COUNT=6")).await?;
+    env.fake.clear_log();
+    env.api.sync(BRIDGE).await?;
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    assert_eq!(env.api.conflicts(&doc_id).await?, Vec::<Value>::new());
+    env.quiet_round().await?;
+    Ok(())
+}
+
+/// `GET /v1/records/{id}/conflicts` lists `recurrence` with the document's rule (`ours`, the
+/// winner, written by the app) and Graph's (`graphs`, source: the bridge), and nothing else.
+async fn assert_rule_conflict(
+    env: &Env,
+    doc_id: &DocumentId,
+    ours: &str,
+    graphs: &str,
+) -> anyhow::Result<()> {
+    let conflicts = env.api.conflicts(doc_id).await?;
+    let [conflict] = conflicts.as_slice() else {
+        bail!("expected one conflict, got {conflicts:?}");
+    };
+    assert_eq!(conflict["field"], "recurrence", "{conflict}");
+    assert_eq!(conflict["winner"]["rules"]["0"], ours, "{conflict}");
+    let values = conflict["values"].as_array().context("values")?;
+    let rule_of = |source: &str| {
+        values
+            .iter()
+            .find(|v| v["source"] == source)
+            .map(|v| v["value"]["rules"]["0"].clone())
+    };
+    assert_eq!(rule_of("app"), Some(json!(ours)), "{conflict}");
+    assert_eq!(rule_of(BRIDGE), Some(json!(graphs)), "{conflict}");
+    assert_eq!(values.len(), 2, "{conflict}");
     Ok(())
 }
 
