@@ -822,6 +822,15 @@ impl Runner {
             .held_back(doc_id, record, shadow)
             .into_iter()
             .collect();
+        // The common case (nothing held back now or before) needs no document load: `record`
+        // carries the document's links.
+        let had = record
+            .links()
+            .get(self.id())
+            .is_some_and(|l| l.extra.contains_key(DIVERGED_KEY));
+        if held.is_empty() && !had {
+            return Ok(());
+        }
         let Some(am) = self.load(doc_id)? else {
             return Ok(());
         };
