@@ -4,7 +4,8 @@
 
 use driftless_bridges::graph::translate::{
     EventBundle, EventWrite, contact_from_graph, contact_patch, event_create_body,
-    event_from_graph, event_writes, original_uid, response_write, series_uid, unwritable_changes,
+    event_from_graph, event_writes, held_back_rule, original_uid, response_write, series_uid,
+    unwritable_changes,
 };
 use driftless_crdt_model::{Override, SlotKind};
 use serde_json::{Value, json};
@@ -627,4 +628,46 @@ fn changes_graph_cannot_take_are_listed_not_dropped() {
             .iter()
             .any(|w| matches!(w, EventWrite::Patch { id, .. } if id == "OCC16="))
     );
+}
+
+#[test]
+fn a_rule_graph_cannot_express_is_held_back_while_the_other_changes_are_written() {
+    let bundle = series_bundle();
+    let event = event_from_graph(&bundle, BRIDGE).unwrap();
+    assert_eq!(held_back_rule(&bundle, &event).unwrap(), None);
+    let mut hourly = event.clone();
+    hourly.title = Some("Standup v2".into());
+    if let Some(r) = hourly.recurrence.as_mut() {
+        r.rules
+            .insert("0".into(), "RRULE:FREQ=HOURLY;COUNT=3".into());
+    }
+    // The title is written; the rule is not (Graph keeps its own, never a changed one).
+    let writes = event_writes(&bundle, &hourly).unwrap();
+    let [EventWrite::Patch { id, body, .. }] = writes.as_slice() else {
+        panic!("expected one PATCH, got {writes:?}");
+    };
+    assert_eq!(id, "AAMkMASTER=");
+    assert_eq!(body.keys().collect::<Vec<_>>(), ["subject"]);
+    // ... and reported: Graph's rule, with why.
+    let (theirs, reason) = held_back_rule(&bundle, &hourly)
+        .unwrap()
+        .expect("held back");
+    assert_eq!(Some(&theirs), event.recurrence.as_ref());
+    assert!(reason.contains("cannot express"), "{reason}");
+    assert!(
+        unwritable_changes(&bundle, &hourly)
+            .unwrap()
+            .contains(&"recurrence")
+    );
+    // An expressible rule is written and nothing is held back.
+    let mut weekly = event.clone();
+    if let Some(r) = weekly.recurrence.as_mut() {
+        r.rules
+            .insert("0".into(), "RRULE:FREQ=WEEKLY;COUNT=3".into());
+    }
+    assert_eq!(held_back_rule(&bundle, &weekly).unwrap(), None);
+    assert!(matches!(
+        event_writes(&bundle, &weekly).unwrap().as_slice(),
+        [EventWrite::Patch { body, .. }] if body.contains_key("recurrence")
+    ));
 }

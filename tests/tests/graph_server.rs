@@ -8,9 +8,11 @@
 //! one `PATCH` of the changed fields with `If-Match`, a 412 race merges, 429 is waited out, deletes
 //! follow the rules. A 412 race on an event merges both edits without a conflict. A series
 //! created, or whose rule is edited, in the app is written with a `patternedRecurrence`; a rule
-//! Graph cannot express parks the record with an error naming the document and changes nothing at
-//! Graph. A create whose answer was lost is adopted through its `transactionId`. Subscriptions
-//! survive a restart and are renewed before they expire.
+//! Graph cannot express is not written (Graph keeps its rule, other edits still go through) and is
+//! listed as a `recurrence` conflict with both rules until they agree again, quietly. A create whose answer was lost is adopted through its `transactionId`. Subscriptions
+//! survive a restart and are renewed before they expire. A series that arrives in an incremental
+//! round keeps its deleted occurrence cancelled (document and expansion endpoint) through master
+//! PATCHes (ours and Outlook's) and a resync.
 //!
 //! The events are placed relative to today, since the server's window is around the real now.
 //! Rounds are driven by `POST /v1/bridges/{id}/sync`.
@@ -124,6 +126,24 @@ fn single(subject: &str, d: NaiveDate) -> Value {
     })
 }
 
+/// Puts the daily series into the fake, its day-8 occurrence moved and renamed, its day-10
+/// occurrence deleted. Returns the master's id.
+fn seed_series(fake: &FakeGraph) -> anyhow::Result<String> {
+    let master = fake.put_event(daily_series());
+    let moved = fake.occurrence_id(&master, &key(day(8)));
+    fake.patch_event(
+        &moved,
+        json!({"subject": "Standup (late)",
+               "start": {"dateTime": format!("{}T10:00:00", day(8)), "timeZone": "UTC"},
+               "end": {"dateTime": format!("{}T10:15:00", day(8)), "timeZone": "UTC"}}),
+    )
+    .context("moving an occurrence")?;
+    if !fake.delete_event(&fake.occurrence_id(&master, &key(day(10)))) {
+        bail!("the fake did not delete the occurrence");
+    }
+    Ok(master)
+}
+
 struct Env {
     fake: FakeGraph,
     server: TestServer,
@@ -141,18 +161,14 @@ impl Env {
     /// bridge subscribes to change notifications.
     async fn start_with(webhooks: bool) -> anyhow::Result<(Self, String)> {
         let fake = FakeGraph::start().await?;
-        let master = fake.put_event(daily_series());
-        let moved = fake.occurrence_id(&master, &key(day(8)));
-        fake.patch_event(
-            &moved,
-            json!({"subject": "Standup (late)",
-                   "start": {"dateTime": format!("{}T10:00:00", day(8)), "timeZone": "UTC"},
-                   "end": {"dateTime": format!("{}T10:15:00", day(8)), "timeZone": "UTC"}}),
-        )
-        .context("moving an occurrence")?;
-        if !fake.delete_event(&fake.occurrence_id(&master, &key(day(10)))) {
-            bail!("the fake did not delete the occurrence");
-        }
+        let master = seed_series(&fake)?;
+        let env = Self::start_on(fake, webhooks).await?;
+        Ok((env, master))
+    }
+
+    /// Driftless with a bridge to `fake` as it is (its first, complete round is over when this
+    /// returns).
+    async fn start_on(fake: FakeGraph, webhooks: bool) -> anyhow::Result<Self> {
         let config = bridge(&fake);
         let server = TestServer::start_with_config(move |c| {
             let mut config = config.clone();
@@ -168,7 +184,7 @@ impl Env {
         .await?;
         server.wait_ready(Duration::from_secs(10)).await?;
         let api = Api::new(server.http_url());
-        Ok((Self { fake, server, api }, master))
+        Ok(Self { fake, server, api })
     }
 
     fn writes(&self) -> Vec<Logged> {
@@ -859,7 +875,8 @@ async fn subscriptions_survive_a_restart_and_are_renewed_before_they_expire() ->
 }
 
 #[tokio::test]
-async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_refused() -> anyhow::Result<()> {
+async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_held_back_as_a_conflict()
+-> anyhow::Result<()> {
     let (env, master) = Env::start().await?;
     env.api.sync(BRIDGE).await?;
     let (doc_id, _) = env.only_event().await?;
@@ -909,30 +926,124 @@ async fn an_app_rule_edit_is_written_as_a_patterned_recurrence_or_refused() -> a
         "RRULE:FREQ=DAILY;COUNT=7"
     );
 
-    // Hourly: Graph has no such pattern. Nothing is written, Graph keeps its rule, the document
-    // keeps the app's, and the record's failed job names the document.
+    // Hourly: Graph has no such pattern. The rule is not written (Graph keeps its own, the
+    // document keeps the app's): the record lists both rules as a conflict; nothing loops.
     app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=HOURLY;COUNT=3")).await?;
     env.fake.clear_log();
-    env.api.try_sync(BRIDGE).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
     assert!(env.writes().is_empty(), "{:?}", env.writes());
     assert_eq!(
         env.fake.event(&master).context("master")?["recurrence"]["range"]["numberOfOccurrences"],
         7
     );
+    assert_rule_conflict(
+        &env,
+        &doc_id,
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "RRULE:FREQ=DAILY;COUNT=7",
+    )
+    .await?;
     let status = env.api.bridge_status(BRIDGE).await?;
-    let error = status["last_error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains(&doc_id.to_string()) && error.contains("cannot express"),
-        "{status}"
-    );
-    env.api.try_sync(BRIDGE).await?;
-    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    assert!(status["last_error"].is_null(), "{status}");
+    env.quiet_round().await?;
+    env.quiet_round().await?;
     let event = app_event(&mut app, &doc_id).await?;
     assert_eq!(
         event.recurrence.as_ref().context("recurrence")?.rules["0"],
         "RRULE:FREQ=HOURLY;COUNT=3",
         "the app's rule was silently changed"
     );
+
+    // Other edits still reach Graph (the rule stays held back), and an Outlook edit of something
+    // else comes back without ending the conflict.
+    app_edit_event(&mut app, &doc_id, |e| {
+        e.title = Some("Standup (held)".into())
+    })
+    .await?;
+    env.fake.clear_log();
+    env.api.sync(BRIDGE).await?;
+    let writes = env.writes();
+    let [patch] = writes.as_slice() else {
+        bail!("expected one write, got {writes:?}");
+    };
+    let keys: Vec<&String> = patch
+        .body
+        .as_ref()
+        .and_then(Value::as_object)
+        .context("PATCH body")?
+        .keys()
+        .collect();
+    assert_eq!(keys, ["subject"], "{patch:?}");
+    env.fake
+        .patch_event(&master, json!({"location": {"displayName": "Room 7"}}))
+        .context("patch master")?;
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+    assert_rule_conflict(
+        &env,
+        &doc_id,
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "RRULE:FREQ=DAILY;COUNT=7",
+    )
+    .await?;
+
+    // Back to a rule Graph can express: written, and the conflict is over.
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=DAILY;COUNT=6")).await?;
+    env.fake.clear_log();
+    env.api.sync(BRIDGE).await?;
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
+    assert_eq!(
+        env.fake.event(&master).context("master")?["recurrence"]["range"]["numberOfOccurrences"],
+        6
+    );
+    assert_eq!(env.api.conflicts(&doc_id).await?, Vec::<Value>::new());
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+
+    // Hourly again, then the app goes back to Graph's own rule: the conflict ends without a write.
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=HOURLY;COUNT=3")).await?;
+    env.api.sync(BRIDGE).await?;
+    assert_rule_conflict(
+        &env,
+        &doc_id,
+        "RRULE:FREQ=HOURLY;COUNT=3",
+        "RRULE:FREQ=DAILY;COUNT=6",
+    )
+    .await?;
+    app_edit_event(&mut app, &doc_id, set_rule("RRULE:FREQ=DAILY;COUNT=6")).await?;
+    env.fake.clear_log();
+    env.api.sync(BRIDGE).await?;
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    assert_eq!(env.api.conflicts(&doc_id).await?, Vec::<Value>::new());
+    env.quiet_round().await?;
+    Ok(())
+}
+
+/// `GET /v1/records/{id}/conflicts` lists `recurrence` with the document's rule (`ours`, the
+/// winner, written by the app) and Graph's (`graphs`, source: the bridge), and nothing else.
+async fn assert_rule_conflict(
+    env: &Env,
+    doc_id: &DocumentId,
+    ours: &str,
+    graphs: &str,
+) -> anyhow::Result<()> {
+    let conflicts = env.api.conflicts(doc_id).await?;
+    let [conflict] = conflicts.as_slice() else {
+        bail!("expected one conflict, got {conflicts:?}");
+    };
+    assert_eq!(conflict["field"], "recurrence", "{conflict}");
+    assert_eq!(conflict["winner"]["rules"]["0"], ours, "{conflict}");
+    let values = conflict["values"].as_array().context("values")?;
+    let rule_of = |source: &str| {
+        values
+            .iter()
+            .find(|v| v["source"] == source)
+            .map(|v| v["value"]["rules"]["0"].clone())
+    };
+    assert_eq!(rule_of("app"), Some(json!(ours)), "{conflict}");
+    assert_eq!(rule_of(BRIDGE), Some(json!(graphs)), "{conflict}");
+    assert_eq!(values.len(), 2, "{conflict}");
     Ok(())
 }
 
@@ -1002,5 +1113,83 @@ async fn an_app_series_is_created_with_its_pattern_and_stays_quiet() -> anyhow::
         .collect();
     assert_eq!(planning, std::slice::from_ref(&doc_id));
     env.quiet_round().await?;
+    Ok(())
+}
+
+/// The occurrences `GET /v1/calendar/occurrences` lists from today to day 60: their start days.
+async fn occurrence_days(api: &Api) -> anyhow::Result<Vec<String>> {
+    let from = format!("{}T00:00:00Z", day(0));
+    let to = format!("{}T00:00:00Z", day(60));
+    let v = api
+        .get_json(&format!("/v1/calendar/occurrences?from={from}&to={to}"))
+        .await?;
+    Ok(v["occurrences"]
+        .as_array()
+        .context("occurrences")?
+        .iter()
+        .filter_map(|o| o["start"].as_str().map(|s| s[..10].to_owned()))
+        .collect())
+}
+
+/// The deleted occurrence (day 10) is cancelled in the document and not listed by the
+/// expansion endpoint; the moved one (day 8) is still an exception.
+async fn assert_cancelled_kept(env: &Env, when: &str) -> anyhow::Result<()> {
+    let (_, record) = env.only_event().await?;
+    let overrides = &record["overrides"];
+    assert_eq!(
+        overrides[key(day(10))]["cancelled"],
+        true,
+        "{when}: the deleted occurrence is no longer cancelled: {record}"
+    );
+    assert_eq!(
+        overrides[key(day(8))]["title"],
+        "Standup (late)",
+        "{when}: {record}"
+    );
+    let days = occurrence_days(&env.api).await?;
+    let expected: Vec<String> = [7, 8, 9, 11].iter().map(|n| day(*n).to_string()).collect();
+    assert_eq!(days, expected, "{when}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_occurrence_stays_cancelled_after_the_master_is_patched() -> anyhow::Result<()> {
+    // The series arrives after the first (complete) round: Graph's delta lists its occurrences
+    // and its exception, never the deleted occurrence (Graph has no EXDATE).
+    let env = Env::start_on(FakeGraph::start().await?, false).await?;
+    env.api.sync(BRIDGE).await?;
+    let master = seed_series(&env.fake)?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_event().await?;
+    assert_cancelled_kept(&env, "after an incremental import").await?;
+
+    // The app renames the series: Graph's master is patched (and Graph re-lists every
+    // occurrence with a new etag in the next delta).
+    let mut app = app_open(&env.server.url(), &doc_id, "cancel-app").await?;
+    app_edit_event(&mut app, &doc_id, |e| e.title = Some("Standup v2".into())).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    assert_eq!(
+        env.fake.event(&master).context("master")?["subject"],
+        "Standup v2"
+    );
+    for round in 0..3 {
+        env.api.sync(BRIDGE).await?;
+        assert_cancelled_kept(&env, &format!("delta round {round} after our PATCH")).await?;
+    }
+    env.quiet_round().await?;
+
+    // Outlook patches the master too; then the delta link expires (a complete listing).
+    env.fake
+        .patch_event(&master, json!({"subject": "Standup v3"}))
+        .context("patch master")?;
+    env.api.sync(BRIDGE).await?;
+    assert_cancelled_kept(&env, "after an Outlook rename").await?;
+    env.fake.expire_delta_tokens();
+    env.api.sync(BRIDGE).await?;
+    assert_cancelled_kept(&env, "after a resync").await?;
+    env.quiet_round().await?;
+    let (_, record) = env.only_event().await?;
+    assert_eq!(record["title"], "Standup v3", "{record}");
     Ok(())
 }

@@ -297,7 +297,7 @@ impl Mailboxes {
         let google = |fake: &GoogleFake| {
             fake.log()
                 .into_iter()
-                .filter(|r| r.is_event_write() && !r.path.ends_with("/watch"))
+                .filter(|r| r.is_event_write())
                 .map(|r| format!("{} {}", r.method, r.path))
                 .collect()
         };
@@ -896,5 +896,36 @@ async fn a_meeting_an_app_creates_takes_in_the_invitations_of_the_other_mailboxe
     assert_eq!(one, doc_id, "the invitations attach to the app's document");
     assert_eq!(record["title"], "Kick-off", "{record}");
     assert_eq!(env.mail.writes(), Default::default());
+    Ok(())
+}
+
+#[tokio::test]
+async fn documents_linked_before_the_index_are_indexed_at_start() -> anyhow::Result<()> {
+    let mut env = Env::start(false).await?;
+    env.mail.invite()?;
+    // Alice's copy is imported (and its meeting claimed) while the other mailboxes wait.
+    env.sync_in(&[ALICE]).await?;
+    let (doc, _) = env.only_event().await?;
+
+    // The store loses its meetings index (as one written before the index existed).
+    env.server.stop().await?;
+    {
+        let storage = driftless_server::storage::Storage::open(env.server.data_dir())?;
+        let txn = storage.database().begin_write()?;
+        let wiped = txn.delete_table(redb::TableDefinition::<(&str, &str), &str>::new(
+            "bridge_meetings",
+        ))?;
+        assert!(wiped, "the meetings index was not there to wipe");
+        txn.commit()?;
+    }
+    env.server.restart().await?;
+    env.server.wait_ready(Duration::from_secs(10)).await?;
+
+    // Bob's and Carol's copies arrive: they attach to Alice's document.
+    env.sync_in(&[BOB, CAROL]).await?;
+    env.sync_all().await?;
+    let (after, record) = env.one_meeting().await?;
+    assert_eq!(after, doc);
+    assert_organizers_meeting(&record);
     Ok(())
 }

@@ -5,8 +5,8 @@
 //! carries.
 //!
 //! A rule Graph cannot express (hourly, `BYWEEKNO`, several `BYMONTHDAY`, RDATEs, several rules,
-//! ...) is a [`RecurrenceWriteError::Unexpressible`]: the caller reports it on the record and never
-//! writes a different rule. Must not: do I/O, or map anything but the recurrence.
+//! ...) is a [`RecurrenceWriteError::Unexpressible`]: the caller reports it on the record (a
+//! conflict) and never writes a different rule. Must not: do I/O, or map anything but the recurrence.
 
 use driftless_crdt_model::CalendarEvent;
 use driftless_crdt_model::recurrence::graph::{

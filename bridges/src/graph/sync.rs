@@ -777,11 +777,15 @@ pub fn apply_series(stored: Option<EventBundle>, change: &SeriesChange) -> Optio
     Some(bundle)
 }
 
-/// After a complete listing: the series' rule instances that start inside `window` but that Graph
-/// listed neither as an occurrence nor as an exception were deleted (Graph has no EXDATE; a deleted
-/// occurrence simply vanishes from calendarView). Marks their keys cancelled in `bundle` (with no
-/// id: Graph never said it) and returns how many. Only for complete listings: an incremental round
-/// reports deletions as `@removed`, which the probes resolve.
+/// After a round that listed every instance of the series in `window`: the series' rule instances
+/// that start inside `window` but that Graph listed neither as an occurrence nor as an exception
+/// were deleted (Graph has no EXDATE; a deleted occurrence simply vanishes from calendarView).
+/// Marks their keys cancelled in `bundle` (with no id: Graph never said it) and returns how many.
+/// Such rounds are complete listings, and incremental rounds that bring a series for the first
+/// time (a delta link that never reported the series lists all its instances; without this, a
+/// series created with a deleted occurrence after the first round would show that occurrence).
+/// For a known series an incremental round reports deletions as `@removed`, which the probes
+/// resolve.
 ///
 /// Limitation: an exception moved from inside the window to outside it is not listed either, so
 /// on a first import it reads as cancelled until it is listed again.

@@ -23,7 +23,8 @@
 //!
 //! Recurrence: the Graph `recurrence` object stays in the bundle; the canonical `rules` and the
 //! `recurrence` a PATCH carries come from [`super::recurrence`] (crdt-model's mapping); a rule
-//! Graph cannot express is an error naming the item, never a different rule.
+//! Graph cannot express is never written in a changed form: updates leave it out and report it
+//! ([`held_back_rule`]), creates fail naming the item.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -932,7 +933,8 @@ fn patch_fields(
 /// event) with only the changed fields, a PATCH per instance whose override changed, and a DELETE
 /// per newly cancelled occurrence. Empty when Graph already says what `event` says. A changed rule
 /// of a series goes into the master's PATCH as a `patternedRecurrence`; a rule Graph cannot
-/// express is an error naming the item (nothing is written).
+/// express is not written (Graph keeps its rule; [`held_back_rule`] names it for the caller to
+/// report), the other changes are.
 ///
 /// Not written (documented in docs/providers/graph.md): `status` (Graph cancels through
 /// `POST /cancel`, organizer only), `organizer`, `ical_uid`, attendee responses (each attendee
@@ -959,13 +961,15 @@ pub fn event_writes(
         Some((&event.start, &event.end)),
         Some(&event.attendees),
     )?;
-    // A changed rule goes into the same PATCH as a `patternedRecurrence`; one Graph cannot
-    // express is an error (the caller reports it on the record), never a different rule.
-    if let Some(pattern) =
-        recurrence::recurrence_change(event, &theirs, bundle.event.get("recurrence"))
-            .map_err(|err| recurrence_error(&e.id, &err))?
-    {
-        body.insert("recurrence".into(), pattern);
+    // A changed rule goes into the same PATCH as a `patternedRecurrence`. One Graph cannot
+    // express is left out (Graph keeps its own rule, never a different one); the caller reports
+    // it on the record ([`held_back_rule`]).
+    match recurrence::recurrence_change(event, &theirs, bundle.event.get("recurrence")) {
+        Ok(Some(pattern)) => {
+            body.insert("recurrence".into(), pattern);
+        }
+        Ok(None) | Err(RecurrenceWriteError::Unexpressible(_)) => {}
+        Err(err) => return Err(recurrence_error(&e.id, &err)),
     }
     if !body.is_empty() {
         writes.push(EventWrite::Patch {
@@ -1037,6 +1041,23 @@ pub fn event_writes(
     Ok(writes)
 }
 
+/// Graph's recurrence (as the canonical value it reads as) when `event`'s rule differs from it but
+/// Graph cannot express `event`'s rule ([`event_writes`] leaves it out), with the reason; `None`
+/// when the rule is written, equal, or not a series rule change. The runner shows the two rules
+/// as a conflict on the record.
+pub fn held_back_rule(
+    bundle: &EventBundle,
+    event: &CalendarEvent,
+) -> Result<Option<(Recurrence, String)>, TranslateError> {
+    let theirs = event_from_graph(bundle, "")?;
+    match recurrence::recurrence_change(event, &theirs, bundle.event.get("recurrence")) {
+        Err(RecurrenceWriteError::Unexpressible(reason)) => {
+            Ok(theirs.recurrence.map(|r| (r, reason)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Canonical fields where `event` differs from Graph's copy but [`event_writes`] cannot write the
 /// difference (`status`, `organizer`, `ical_uid`, `recurrence`, and `overrides` of instances the
 /// bundle cannot address). The runner reports these (a conflict or a warning) instead of letting the
@@ -1063,7 +1084,10 @@ pub fn unwritable_changes(
             .as_ref()
             .map(|r| (r.exdates.clone(), r.rdates.clone()))
     };
-    if event.recurrence.is_some() != theirs.recurrence.is_some() || dates(event) != dates(&theirs) {
+    if event.recurrence.is_some() != theirs.recurrence.is_some()
+        || dates(event) != dates(&theirs)
+        || held_back_rule(bundle, event)?.is_some()
+    {
         out.push("recurrence");
     }
     let none = Override::default();

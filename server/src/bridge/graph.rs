@@ -15,7 +15,9 @@
 //! - Writes: PATCH with only the changed fields and `If-Match` (the item's `@odata.etag`); a 412
 //!   `ErrorIrresolvableConflict` hands Graph's current copy back as stale for the runner to merge.
 //!   429/503 wait for `Retry-After` inside the machines. A changed rule is PATCHed as a
-//!   `patternedRecurrence`; one Graph cannot express fails the record's job, naming the document.
+//!   `patternedRecurrence`; one Graph cannot express is not written (the rest is) and
+//!   [`GraphProvider::held_back`] hands Graph's rule to the runner, which lists both rules as a
+//!   conflict on the record (`links.<bridge>.diverged`).
 //!   Creates carry `transactionId = driftless-<document id>`: a retried create gets the event
 //!   the lost one made, and a pulled event carrying it is recognised as our own pending create
 //!   ([`GraphProvider::created_document`]) instead of being imported twice.
@@ -48,8 +50,8 @@ use driftless_bridges::graph::sync::{
     WriteOutcome as GraphWriteOutcome, apply_series, calendar_delta_url, infer_deleted_occurrences,
 };
 use driftless_bridges::graph::translate::{
-    EventBundle, event_create_body, event_from_graph, event_writes, response_write, series_uid,
-    unwritable_changes,
+    EventBundle, event_create_body, event_from_graph, event_writes, held_back_rule, response_write,
+    series_uid, unwritable_changes,
 };
 use driftless_bridges::graph::webhook::{
     Hint, MAX_SUBSCRIPTION_MINUTES, subscription_body, triage, validation_token,
@@ -613,7 +615,11 @@ impl GraphProvider {
                 info!(bridge = %self.bridge, event = %id, "instances of a series whose master is not visible; skipped");
                 continue;
             };
-            if outcome.complete {
+            // Graph has no EXDATE: a deleted occurrence is only ever missing. A round lists every
+            // instance of a series in the window when it is a complete listing, and also when the
+            // series is new here (the delta link never reported any of its instances, so an
+            // incremental round lists them all); only then does a missing one mean deleted.
+            if outcome.complete || before.is_none() {
                 infer_deleted_occurrences(&mut bundle, &window);
             }
             // Listed even when unchanged, so a complete listing does not take it for deleted.
@@ -760,6 +766,43 @@ impl GraphProvider {
             id: id.to_owned(),
             ..resource(&bundle)
         }))
+    }
+
+    /// The shared values Graph's copy (`shadow`) keeps because `record`'s cannot be written
+    /// there (path -> Graph's canonical value): a rule Graph has no pattern for, on the
+    /// organizer's copy of a series. The runner lists them as conflicts on the record.
+    pub fn held_back(
+        &self,
+        doc_id: &DocumentId,
+        record: &Record,
+        shadow: &Shadow,
+    ) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        if self.contacts {
+            return out;
+        }
+        let (Ok(event), Ok(bundle)) = (
+            record.provider_event(doc_id),
+            EventBundle::from_raw(&shadow.raw),
+        ) else {
+            return out;
+        };
+        if !bundle.is_organizer() {
+            return out;
+        }
+        match held_back_rule(&bundle, &event) {
+            Ok(Some((theirs, reason))) => {
+                warn!(bridge = %self.bridge, doc = %doc_id, event = %bundle.id(), %reason, "a rule Graph cannot express is not written; Graph keeps its rule, the record lists both as a conflict");
+                if let Ok(value) = serde_json::to_value(theirs) {
+                    out.insert("recurrence".to_owned(), value);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(bridge = %self.bridge, doc = %doc_id, error = %e, "cannot compare the rules")
+            }
+        }
+        out
     }
 
     pub async fn delete(

@@ -24,6 +24,11 @@
 //!   owner's response only, and only the owner's mailbox gets a response written.
 //! - **Deletes**: the organizer's copy is the default delete authority ([`is_delete_authority`]);
 //!   a `[[policies]]` `deleted` entry overrides it.
+//! - **Held back**: a value the organizer's own provider cannot take (a rule Graph cannot
+//!   express) is not written; the provider's value is kept in that copy's `diverged` and listed
+//!   as a conflict the same way ([`Runner::record_held_back`]) until the values agree again.
+//! - **Backfill**: at start, documents the Google/Graph bridges already link are indexed by
+//!   their copies' UIDs where the index lacks them ([`backfill_index`]).
 //!
 //! The decisions are pure functions over canonical values; the runner glue at the bottom
 //! (`impl Runner`) only loads, writes through the engine and stores. Must not: match by provider
@@ -43,8 +48,9 @@ use tracing::info;
 
 use super::provider::Provider;
 use super::record::Record;
-use super::store::{Claim, LinkOp, Shadow};
+use super::store::{BridgeStore, Claim, LinkOp, Shadow, StoreError};
 use super::{BridgeError, Runner};
+use crate::config::{BridgeConfig, BridgeKind};
 
 /// `links.<bridge>.organizer`: this mailbox's copy is the organizer's.
 pub const ORGANIZER_KEY: &str = "organizer";
@@ -350,8 +356,9 @@ pub fn is_delete_authority(doc: &CalendarEvent, bridge: &str, policy: Option<&st
 }
 
 /// The copies' divergent shared values as conflicts: for each `links.<b>.diverged` field whose
-/// value differs from the document's, the document's value (written by the organizer's bridge,
-/// the winner) and the copy's.
+/// value differs from the document's, the document's value (the winner; source: the organizer's
+/// bridge, or `app` when the diverging copy is the organizer's own, i.e. its provider cannot take
+/// the document's value) and the copy's.
 pub fn copy_conflicts(doc: &CalendarEvent) -> Vec<FieldConflict> {
     let current = shared_values(doc);
     let organizer = doc
@@ -365,6 +372,13 @@ pub fn copy_conflicts(doc: &CalendarEvent) -> Vec<FieldConflict> {
         let Some(Value::Object(diverged)) = link.extra.get(DIVERGED_KEY) else {
             continue;
         };
+        // The organizer's own copy diverges only where its provider cannot take the document's
+        // value (a rule Graph cannot express): that value is the document's, not the copy's.
+        let document_source = if *bridge == organizer || organizer.is_empty() {
+            "app".to_owned()
+        } else {
+            organizer.clone()
+        };
         for (field, value) in diverged {
             let winner = shared_value(&current, field);
             if *value == winner {
@@ -375,7 +389,7 @@ pub fn copy_conflicts(doc: &CalendarEvent) -> Vec<FieldConflict> {
                     field: field.clone(),
                     values: vec![ConflictValue {
                         value: winner.clone(),
-                        source: organizer.clone(),
+                        source: document_source.clone(),
                     }],
                     winner,
                 })
@@ -467,6 +481,59 @@ pub fn google_role(master: &Value) -> CopyRole {
             .and_then(Value::as_str)
             .and_then(canonical_response),
     }
+}
+
+// -------------------------------------------------------------------------------------------
+// Index backfill (at start)
+
+/// Whether `config`'s records are mailbox copies of meetings (Google and Graph calendars).
+fn holds_meeting_copies(config: &BridgeConfig) -> bool {
+    matches!(
+        config.kind,
+        BridgeKind::GoogleCalendar | BridgeKind::MicrosoftGraph
+    )
+}
+
+/// The meeting key of a linked copy: from the shadow's `uid`, else read from its raw form
+/// (older shadows).
+fn linked_key(kind: BridgeKind, shadow: &Shadow) -> Option<String> {
+    let uid = shadow.uid.clone().or_else(|| match kind {
+        BridgeKind::GoogleCalendar => super::google::GoogleProvider::uid(&shadow.raw),
+        BridgeKind::MicrosoftGraph => {
+            driftless_bridges::graph::translate::EventBundle::from_raw(&shadow.raw)
+                .ok()?
+                .ical_uid()
+                .map(series_uid)
+        }
+        _ => None,
+    })?;
+    meeting_key(Some(&uid))
+}
+
+/// Indexes the documents the Google and Graph bridges of `configs` already link, by their
+/// meeting key, where the index has no entry for the key (documents imported before the index
+/// existed, or whose claim was lost): otherwise a new mailbox's copy of such a meeting would
+/// make a second document. Idempotent, existing claims win; one read of each link table and one
+/// transaction per workspace, run before any bridge task starts. Returns how many were added.
+pub fn backfill_index(store: &BridgeStore, configs: &[BridgeConfig]) -> Result<usize, StoreError> {
+    let mut by_workspace: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for config in configs.iter().filter(|c| holds_meeting_copies(c)) {
+        let entries = by_workspace.entry(config.workspace.as_str()).or_default();
+        for shadow in store.links(&config.id)?.values() {
+            if let Some(key) = linked_key(config.kind, shadow) {
+                entries.push((key, shadow.doc.clone()));
+            }
+        }
+    }
+    let mut added = 0;
+    for (workspace, entries) in by_workspace {
+        let n = store.backfill_meetings(workspace, &entries)?;
+        if n > 0 {
+            info!(%workspace, added = n, "meetings index backfilled from the linked copies");
+        }
+        added += n;
+    }
+    Ok(added)
 }
 
 // -------------------------------------------------------------------------------------------
@@ -692,6 +759,10 @@ impl Runner {
         let mut next = doc.clone();
         // What the document is about to hold ends the divergences it now agrees with.
         let owns = owns_shared_fields(&doc, self.id(), &role);
+        let own_previous = match doc.links.get(self.id()).map(|l| l.extra.get(DIVERGED_KEY)) {
+            Some(Some(Value::Object(m))) => m.clone(),
+            _ => Map::new(),
+        };
         settle_divergence(&mut next.links, if owns { &target } else { &doc });
         if let Some(link) = next.links.get_mut(self.id()) {
             set_role(link, Some(&role));
@@ -700,7 +771,14 @@ impl Runner {
                 _ => Map::new(),
             };
             let diverged = if owns {
-                Map::new()
+                // What this copy's provider holds back (see `record_held_back`) stays while the
+                // copy still holds it: the document keeps its own value there. A copy that
+                // changed it hands its new value to the document instead.
+                let now = shared_values(new_event);
+                own_previous
+                    .into_iter()
+                    .filter(|(path, v)| shared_value(&now, path) == *v)
+                    .collect()
             } else {
                 divergence(old_event, new_event, &doc, &previous)
             };
@@ -725,6 +803,71 @@ impl Runner {
             .await?;
         }
         Ok(Record::Event(Box::new(target)))
+    }
+
+    /// After a push of `record` onto the copy now stored as `shadow`: keeps the copy's
+    /// `links.<bridge>.diverged` equal to the shared values its provider holds back
+    /// ([`Provider::held_back`]: a rule Graph cannot express), so the conflicts endpoint lists
+    /// the document's value next to the provider's, and drops them once the provider takes (or
+    /// already has) the document's value. A non-organizer copy's divergences are its pulls' to
+    /// keep: its provider is never written shared values, so it holds nothing back.
+    pub(super) async fn record_held_back(
+        &self,
+        doc_id: &driftless_client_protocol::DocumentId,
+        record: &Record,
+        shadow: &Shadow,
+    ) -> Result<(), BridgeError> {
+        let held: Map<String, Value> = self
+            .provider
+            .held_back(doc_id, record, shadow)
+            .into_iter()
+            .collect();
+        // The common case (nothing held back now or before) needs no document load: `record`
+        // carries the document's links.
+        let had = record
+            .links()
+            .get(self.id())
+            .is_some_and(|l| l.extra.contains_key(DIVERGED_KEY));
+        if held.is_empty() && !had {
+            return Ok(());
+        }
+        let Some(am) = self.load(doc_id)? else {
+            return Ok(());
+        };
+        let Ok(doc) = read_event(&am) else {
+            return Ok(());
+        };
+        let Some(link) = doc.links.get(self.id()) else {
+            return Ok(());
+        };
+        if held.is_empty() && !is_organizer_link(link) {
+            return Ok(());
+        }
+        let previous = match link.extra.get(DIVERGED_KEY) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        if held == previous {
+            return Ok(());
+        }
+        let mut next = doc.clone();
+        if let Some(link) = next.links.get_mut(self.id()) {
+            if held.is_empty() {
+                link.extra.remove(DIVERGED_KEY);
+            } else {
+                link.extra
+                    .insert(DIVERGED_KEY.to_owned(), Value::Object(held));
+            }
+        }
+        self.write_diff(
+            doc_id,
+            &[],
+            &Record::Event(Box::new(doc)),
+            &Record::Event(Box::new(next)),
+            &format!("bridge {}: values the provider cannot take", self.id()),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The record to render onto this bridge's copy (see [`push_view`]); other records as they are.
@@ -1048,6 +1191,32 @@ mod tests {
                 ConflictValue {
                     value: json!("Bob's title"),
                     source: "graph-bob".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_the_organizers_provider_holds_back_is_listed_against_the_documents() {
+        let mut doc = doc_with_links();
+        doc.links
+            .get_mut("google-alice")
+            .unwrap()
+            .extra
+            .insert(DIVERGED_KEY.into(), json!({"title": "What Google keeps"}));
+        let conflicts = copy_conflicts(&doc);
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].winner, json!("Budget"));
+        assert_eq!(
+            conflicts[0].values,
+            vec![
+                ConflictValue {
+                    value: json!("Budget"),
+                    source: "app".into()
+                },
+                ConflictValue {
+                    value: json!("What Google keeps"),
+                    source: "google-alice".into()
                 },
             ]
         );

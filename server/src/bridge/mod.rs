@@ -297,6 +297,8 @@ impl Bridges {
         }
         let policies = Arc::new(Policies::new(policies));
         let store = BridgeStore::open(storage.clone())?;
+        // Before any bridge task runs, so no first round imports a known meeting anew.
+        meetings::backfill_index(&store, configs)?;
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -1531,7 +1533,10 @@ impl Runner {
             // A meeting copy gets only what its mailbox owns.
             let record = self.meeting_push_view(&record, &shadow).await?;
             match self.provider.update(doc_id, href, &record, &shadow).await? {
-                WriteOutcome::Unchanged => return Ok(()), // nothing the provider does not have
+                // Nothing the provider does not have, or can take.
+                WriteOutcome::Unchanged => {
+                    return self.record_held_back(doc_id, &record, &shadow).await;
+                }
                 WriteOutcome::Written(Resource { etag, raw, .. }) => {
                     let canonical = self
                         .provider
@@ -1548,14 +1553,14 @@ impl Runner {
                             self.id(),
                             &[LinkOp::Put {
                                 href: href.to_owned(),
-                                shadow: Box::new(shadow),
+                                shadow: Box::new(shadow.clone()),
                             }],
                             None,
                             None,
                         )
                         .map_err(|e| self.local(e))?;
                     report.pushed += 1;
-                    return Ok(());
+                    return self.record_held_back(doc_id, &record, &shadow).await;
                 }
                 WriteOutcome::Stale(fresh) => {
                     // The provider changed meanwhile: merge its change, then retry.

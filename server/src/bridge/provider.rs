@@ -206,6 +206,21 @@ impl Provider {
         }
     }
 
+    /// The shared values the provider's copy (`shadow`) keeps because `record`'s cannot be
+    /// written there: path (`recurrence`, ...) -> the provider's canonical value. Empty for
+    /// providers that write everything they model.
+    pub fn held_back(
+        &self,
+        doc_id: &DocumentId,
+        record: &Record,
+        shadow: &Shadow,
+    ) -> BTreeMap<String, serde_json::Value> {
+        match self {
+            Self::Graph(p) => p.held_back(doc_id, record, shadow),
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// Deletes the resource at `id` under the shadow's etag.
     pub async fn delete(
         &self,

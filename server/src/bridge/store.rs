@@ -18,6 +18,8 @@
 //! - `bridge_meetings` (`(workspace, meeting key) -> document id`): the workspace-wide meeting
 //!   index (`meetings`): which document holds the meeting of a UID. Claimed in the transaction
 //!   that records the pending import, so two bridges never create two documents for one meeting.
+//!   Backfilled at start from the Google/Graph link tables (`meetings::backfill_index`) for
+//!   documents linked before the index existed or whose claim was lost.
 //!
 //! Every method is one redb transaction. Callers run them off the async runtime.
 
@@ -375,6 +377,34 @@ impl BridgeStore {
         Ok(Claim::Claimed)
     }
 
+    /// Adds `(workspace, key) -> doc` for each entry whose key no document holds yet (one
+    /// transaction; existing claims are kept). Returns how many were added.
+    pub fn backfill_meetings(
+        &self,
+        workspace: &str,
+        entries: &[(String, String)],
+    ) -> Result<usize, StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        let mut added = 0;
+        {
+            let mut meetings = txn.open_table(MEETINGS).map_err(db)?;
+            for (key, doc) in entries {
+                if meetings
+                    .get((workspace, key.as_str()))
+                    .map_err(db)?
+                    .is_none()
+                {
+                    meetings
+                        .insert((workspace, key.as_str()), doc.as_str())
+                        .map_err(db)?;
+                    added += 1;
+                }
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(added)
+    }
+
     /// The document holding meeting `key` of `workspace`, if claimed.
     pub fn meeting(&self, workspace: &str, key: &str) -> Result<Option<String>, StoreError> {
         let txn = self.storage.database().begin_read().map_err(db)?;
@@ -620,6 +650,27 @@ mod tests {
             store.claim_meeting("ws", "uid-2", "E").unwrap(),
             Claim::Taken("D".into())
         );
+    }
+
+    #[test]
+    fn a_backfill_adds_only_missing_meeting_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BridgeStore::open(Storage::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(
+            store.claim_meeting("ws", "uid-1", "A").unwrap(),
+            Claim::Claimed
+        );
+        let entries = [
+            ("uid-1".to_owned(), "B".to_owned()),
+            ("uid-2".to_owned(), "C".to_owned()),
+            ("uid-2".to_owned(), "D".to_owned()),
+        ];
+        assert_eq!(store.backfill_meetings("ws", &entries).unwrap(), 1);
+        assert_eq!(store.meeting("ws", "uid-1").unwrap().as_deref(), Some("A"));
+        assert_eq!(store.meeting("ws", "uid-2").unwrap().as_deref(), Some("C"));
+        // Idempotent.
+        assert_eq!(store.backfill_meetings("ws", &entries).unwrap(), 0);
+        assert_eq!(store.meeting("ws-2", "uid-2").unwrap(), None);
     }
 
     #[test]

@@ -67,10 +67,44 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    /// An insert, patch, update or delete of an event.
+    /// An insert, import, patch, update, move or delete of an event (`.../events`,
+    /// `.../events/{id}[/move]`, `.../events/import`); not the opening of a push channel
+    /// (`POST .../events/watch`: Google event ids are base32hex, so no event is called `watch`).
     pub fn is_event_write(&self) -> bool {
-        self.path.contains("/events")
-            && matches!(self.method.as_str(), "POST" | "PATCH" | "PUT" | "DELETE")
+        let mut segments = self.path.trim_end_matches('/').split('/');
+        if !segments.any(|s| s == "events") {
+            return false;
+        }
+        let after: Vec<&str> = segments.collect();
+        after != ["watch"] && matches!(self.method.as_str(), "POST" | "PATCH" | "PUT" | "DELETE")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoggedRequest;
+
+    fn request(method: &str, path: &str) -> LoggedRequest {
+        LoggedRequest {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            if_match: None,
+            status: 200,
+        }
+    }
+
+    #[test]
+    fn opening_a_channel_is_no_event_write() {
+        let events = "/calendar/v3/calendars/primary/events";
+        assert!(request("POST", events).is_event_write());
+        assert!(request("PATCH", &format!("{events}/abc123")).is_event_write());
+        assert!(request("DELETE", &format!("{events}/abc123_20261207T090000Z")).is_event_write());
+        assert!(request("POST", &format!("{events}/abc123/move")).is_event_write());
+        assert!(request("POST", &format!("{events}/import")).is_event_write());
+        assert!(!request("POST", &format!("{events}/watch")).is_event_write());
+        assert!(!request("GET", &format!("{events}/abc123")).is_event_write());
+        assert!(!request("POST", "/calendar/v3/channels/stop").is_event_write());
     }
 }
 
