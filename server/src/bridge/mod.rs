@@ -48,6 +48,7 @@ pub mod google_watch;
 pub mod graph;
 mod hubspot;
 pub mod hubspot_webhook;
+pub mod identity_import;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -255,6 +256,7 @@ impl Bridges {
         storage: &Storage,
         net_tx: mpsc::Sender<HostInput>,
         public_url: Option<&str>,
+        phone_region: driftless_crdt_model::identity::PhoneRegion,
     ) -> anyhow::Result<Self> {
         crate::config::validate_policies(policies, configs)?;
         if configs.is_empty() {
@@ -263,6 +265,14 @@ impl Bridges {
         let policies = Arc::new(Policies::new(policies));
         let store = BridgeStore::open(storage.clone())?;
         let (stop, stop_rx) = watch::channel(false);
+        let mut workspaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for config in configs {
+            workspaces
+                .entry(config.workspace.clone())
+                .or_default()
+                .push(config.id.clone());
+        }
+        let identities = Arc::new(identity_import::Identities::new(phone_region, workspaces));
         let mut handles = BTreeMap::new();
         let mut tasks = Vec::new();
         for config in configs {
@@ -302,6 +312,7 @@ impl Bridges {
                 actor,
                 shared: shared.clone(),
                 policies: policies.clone(),
+                identities: identities.clone(),
             };
             tasks.push(tokio::spawn(runner.run(commands_rx, stop_rx.clone())));
             info!(bridge = %config.id, kind = config.kind.as_str(), url = %config.url, "bridge started");
@@ -468,6 +479,7 @@ struct Runner {
     actor: ActorId,
     shared: Arc<Mutex<Shared>>,
     policies: Arc<Policies>,
+    identities: Arc<identity_import::Identities>,
 }
 
 impl Runner {
@@ -870,9 +882,10 @@ impl Runner {
         Ok(())
     }
 
-    /// A new provider record becomes a new document. The pending import (with the chosen
-    /// document id) is durable before the document is sent, so a crash at any point is finished
-    /// by [`Runner::finish_pending_imports`] instead of importing the record a second time.
+    /// A new provider record becomes a new document, unless it is a contact the workspace already
+    /// holds (see `identity_import`). The pending import (with the chosen document id) is durable
+    /// before the document is sent, so a crash at any point is finished by
+    /// [`Runner::finish_pending_imports`] instead of importing the record a second time.
     async fn import_new(
         &self,
         href: &str,
@@ -880,6 +893,14 @@ impl Runner {
         body: &str,
         record: &Record,
     ) -> Result<(), BridgeError> {
+        // Held until the new document is durable, so no other bridge decides meanwhile.
+        let _identity_claim = match self
+            .resolve_identity(href, etag.clone(), body, record)
+            .await?
+        {
+            identity_import::IdentityOutcome::Attached => return Ok(()),
+            identity_import::IdentityOutcome::New(claim) => claim,
+        };
         let doc_id = DocumentId::from_bytes(uuid::Uuid::new_v4().as_bytes());
         let (hash, changes) = self.new_document(href, record)?;
         let shadow = Shadow {
