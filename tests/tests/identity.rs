@@ -448,6 +448,171 @@ mod on_import {
         Ok(())
     }
 
+    /// Grace in Radicale and in HubSpot, imported into one document, everything written once:
+    /// (document, Radicale href, HubSpot id).
+    async fn grace_in_both(
+        env: &Env,
+        fake: &FakeHubSpot,
+    ) -> anyhow::Result<(DocumentId, String, String)> {
+        let book = env.dav.addressbook()?;
+        let href = put_new(
+            &book,
+            "grace.vcf",
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:grace@test\r\nFN:Grace Hopper\r\nN:Hopper;Grace;;;\r\n\
+             EMAIL;TYPE=INTERNET:grace@navy.example\r\nTEL;TYPE=CELL:+1 415-555-0100\r\nEND:VCARD\r\n",
+        )
+        .await?;
+        env.api.sync(BOOK).await?;
+        let hs = fake.insert(
+            CONTACT,
+            &[
+                ("firstname", "Grace"),
+                ("lastname", "Hopper"),
+                ("email", "grace@navy.example"),
+                ("mobilephone", "(415) 555-0100"),
+            ],
+        );
+        env.api.sync(CRM).await?;
+        env.api.sync(BOOK).await?;
+        env.api.sync(CRM).await?;
+        env.api.quiet_round(BOOK).await?;
+        env.api.quiet_round(CRM).await?;
+        let all = env.api.records("contact").await?;
+        let [(doc, _)] = all.as_slice() else {
+            bail!("expected one contact document, got {all:?}");
+        };
+        Ok((doc.clone(), href, hs))
+    }
+
+    fn phone_values(record: &Value) -> Vec<String> {
+        let mut out: Vec<String> = record["phones"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p["value"].as_str().unwrap_or("").to_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn digits(s: &str) -> String {
+        s.chars().filter(char::is_ascii_digit).collect()
+    }
+
+    /// The same new number added in Radicale and in HubSpot (written two ways) ends as one slot
+    /// in the document and one number in each system.
+    #[tokio::test]
+    async fn the_same_phone_added_in_two_systems_is_one_slot() -> anyhow::Result<()> {
+        let (env, fake) = start().await?;
+        let (doc, href, hs) = grace_in_both(&env, &fake).await?;
+        let book = env.dav.addressbook()?;
+        driftless_tests::dav_bridge::provider_edit(
+            &book,
+            &href,
+            "END:VCARD",
+            "TEL;TYPE=WORK:+1 650-253-0000\r\nEND:VCARD",
+        )
+        .await?;
+        fake.edit(CONTACT, &hs, &[("phone", "(650) 253-0000")]);
+        env.api.sync(BOOK).await?;
+        env.api.sync(CRM).await?;
+        env.api.sync(BOOK).await?;
+        env.api.sync(CRM).await?;
+        let record = env.api.record("contact", &doc).await?;
+        let phones = phone_values(&record);
+        assert_eq!(phones.len(), 2, "{record}");
+        assert_eq!(
+            phones
+                .iter()
+                .filter(|p| digits(p).ends_with("6502530000"))
+                .count(),
+            1,
+            "{record}"
+        );
+        let body = provider_body(&book, &href).await?;
+        assert_eq!(
+            body.matches("253-0000").count() + body.matches("2530000").count(),
+            1,
+            "{body}"
+        );
+        let props = fake.get(CONTACT, &hs).context("HubSpot contact")?;
+        let in_hubspot = ["phone", "mobilephone"]
+            .iter()
+            .filter(|k| {
+                props
+                    .get(**k)
+                    .is_some_and(|v| digits(v).ends_with("6502530000"))
+            })
+            .count();
+        assert_eq!(in_hubspot, 1, "{props:?}");
+        env.api.quiet_round(BOOK).await?;
+        env.api.quiet_round(CRM).await?;
+        Ok(())
+    }
+
+    /// The same phone edited at once in Radicale and in HubSpot is one conflict on one slot,
+    /// never two entries; both systems end with the winner.
+    #[tokio::test]
+    async fn one_phone_edited_in_two_systems_is_one_conflict_on_one_slot() -> anyhow::Result<()> {
+        let (env, fake) = start().await?;
+        let (doc, href, hs) = grace_in_both(&env, &fake).await?;
+        let record = env.api.record("contact", &doc).await?;
+        let slot = record["phones"]
+            .as_object()
+            .and_then(|p| p.keys().next().cloned())
+            .context("a phone slot")?;
+        let book = env.dav.addressbook()?;
+        let body = provider_body(&book, &href).await?;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("TEL"))
+            .context("TEL line")?
+            .to_owned();
+        driftless_tests::dav_bridge::provider_edit(
+            &book,
+            &href,
+            &line,
+            "TEL;TYPE=CELL:+1 415-555-0142",
+        )
+        .await?;
+        fake.edit(CONTACT, &hs, &[("mobilephone", "(415) 555-0199")]);
+        env.api.sync(BOOK).await?;
+        env.api.sync(CRM).await?;
+        let record = env.api.record("contact", &doc).await?;
+        assert_eq!(phone_values(&record).len(), 1, "{record}");
+        let conflicts = env.api.conflicts(&doc).await?;
+        let fields: Vec<&str> = conflicts
+            .iter()
+            .filter_map(|c| c["field"].as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![format!("phones.{slot}.value")],
+            "{conflicts:?}"
+        );
+
+        // Both systems converge on the document's value, then nothing more is written.
+        for _ in 0..2 {
+            env.api.sync(BOOK).await?;
+            env.api.sync(CRM).await?;
+        }
+        let record = env.api.record("contact", &doc).await?;
+        let [winner] = phone_values(&record)
+            .try_into()
+            .map_err(|v| anyhow::anyhow!("{v:?}"))?;
+        let body = provider_body(&book, &href).await?;
+        assert!(body.contains(&winner), "{winner} not in {body}");
+        let props = fake.get(CONTACT, &hs).context("HubSpot contact")?;
+        assert_eq!(
+            props.get("mobilephone").map(|v| digits(v)),
+            Some(digits(&winner)),
+            "{props:?}"
+        );
+        env.api.quiet_round(BOOK).await?;
+        env.api.quiet_round(CRM).await?;
+        Ok(())
+    }
+
     /// Two bridges importing the same new person in the same instant make one document.
     #[tokio::test]
     async fn two_bridges_importing_one_person_at_once_make_one_document() -> anyhow::Result<()> {

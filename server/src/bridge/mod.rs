@@ -53,6 +53,7 @@ mod merges;
 pub mod policy;
 pub mod provider;
 pub mod record;
+mod slot_folding;
 pub mod store;
 pub mod translate;
 
@@ -1233,8 +1234,9 @@ impl Runner {
         doc_id: &DocumentId,
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
-        // The provider gets the policy's value, not Automerge's pick.
+        // The provider gets the policy's value, not Automerge's pick, and one slot per value.
         self.resolve_by_policy(doc_id).await?;
+        self.fold_duplicate_slots(doc_id).await?;
         let Some(mut am) = self.load(doc_id)? else {
             return Ok(());
         };
