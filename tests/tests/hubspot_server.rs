@@ -50,6 +50,7 @@ fn bridge(fake: &FakeHubSpot, id_property: Option<&str>) -> BridgeConfig {
             client_secret: Some(Secret::new(CLIENT_SECRET)),
             api_base: fake.api_base(),
             id_property: id_property.map(str::to_owned),
+            objects: vec![ObjectType::Contact],
         }),
         google: None,
         graph: None,
@@ -69,7 +70,18 @@ impl Env {
     }
 
     async fn with(fake: FakeHubSpot, id_property: Option<&str>) -> anyhow::Result<Self> {
-        let config = bridge(&fake, id_property);
+        Self::with_objects(fake, id_property, &[CONTACT]).await
+    }
+
+    async fn with_objects(
+        fake: FakeHubSpot,
+        id_property: Option<&str>,
+        objects: &[ObjectType],
+    ) -> anyhow::Result<Self> {
+        let mut config = bridge(&fake, id_property);
+        if let Some(h) = config.hubspot.as_mut() {
+            h.objects = objects.to_vec();
+        }
         let server = TestServer::start_with_config(move |c| {
             c.bridges = vec![config.clone()];
             c.public_url = Some(PUBLIC_URL.to_owned());
@@ -628,5 +640,136 @@ async fn refused_deliveries_change_nothing() -> anyhow::Result<()> {
     assert_eq!(answer["hints"], 1, "{answer}");
     assert_eq!(answer["duplicates"], 0, "{answer}");
     env.wait_for(&doc_id, |r| r["job_title"] == "CEO").await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Companies, deals and associations
+
+const COMPANY: ObjectType = ObjectType::Company;
+const DEAL: ObjectType = ObjectType::Deal;
+
+fn url(id: &DocumentId) -> String {
+    format!("automerge:{id}")
+}
+
+/// Companies and deals become `company` and `deal` documents linked under the bridge id; the
+/// associations contact -> company, deal -> company and deal -> contact become `automerge:`
+/// references between them; app edits of a deal reach HubSpot once; a deal an app creates with
+/// references is created at HubSpot with its associations; quiet rounds write nothing.
+#[tokio::test]
+async fn companies_and_deals_sync_with_associations_as_references() -> anyhow::Result<()> {
+    use driftless_crdt_model::{Deal, DealContact};
+    let fake = FakeHubSpot::start().await?;
+    let acme = fake.insert(COMPANY, &[("name", "Acme"), ("domain", "acme.example")]);
+    let jane = fake.insert(
+        CONTACT,
+        &[("firstname", "Jane"), ("email", "jane@acme.example")],
+    );
+    let anvils = fake.insert(
+        DEAL,
+        &[
+            ("dealname", "Anvils"),
+            ("amount", "12500.00"),
+            ("dealstage", "appointmentscheduled"),
+            ("pipeline", "default"),
+        ],
+    );
+    assert!(fake.associate(CONTACT, &jane, COMPANY, &acme, 1));
+    assert!(fake.associate(DEAL, &anvils, COMPANY, &acme, 5));
+    assert!(fake.associate(DEAL, &anvils, CONTACT, &jane, 3));
+    let env = Env::with_objects(fake, None, &[CONTACT, COMPANY, DEAL]).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+    let status = env.api.bridge_status(BRIDGE).await?;
+    assert_eq!(status["last_error"], Value::Null, "{status}");
+
+    let one = |record_type: &'static str| {
+        let api = env.api.clone();
+        async move {
+            let all = api.records(record_type).await?;
+            match <[_; 1]>::try_from(all) {
+                Ok([one]) => anyhow::Ok(one),
+                Err(all) => bail!("expected one {record_type}, got {all:?}"),
+            }
+        }
+    };
+    let (company_doc, company) = one("company").await?;
+    assert_eq!(company["name"], "Acme", "{company}");
+    assert_eq!(company["links"][BRIDGE]["id"], acme.as_str(), "{company}");
+    let (contact_doc, contact) = one("contact").await?;
+    assert_eq!(contact["links"][BRIDGE]["id"], jane.as_str(), "{contact}");
+    assert_eq!(contact["company"], url(&company_doc), "{contact}");
+    let (deal_doc, deal) = one("deal").await?;
+    assert_eq!(deal["links"][BRIDGE]["id"], anvils.as_str(), "{deal}");
+    assert_eq!(deal["amount"], "12500.00", "{deal}");
+    assert_eq!(deal["company"], url(&company_doc), "{deal}");
+    let contacts = deal["contacts"].as_object().context("deal contacts")?;
+    assert_eq!(
+        contacts.keys().collect::<Vec<_>>(),
+        vec![&url(&contact_doc)],
+        "{deal}"
+    );
+    env.quiet_round().await?;
+
+    // The app changes the amount: one PATCH of that property.
+    let mut app = app_open(&env.server.url(), &deal_doc, "deal-app").await?;
+    {
+        let d = app.docs.get_mut(&deal_doc).context("the app's deal")?;
+        let old = driftless_crdt_model::read_deal(&d.doc)?;
+        let mut new = old.clone();
+        new.amount = Some("13000.00".into());
+        driftless_crdt_model::apply_deal_diff(&mut d.doc, &old, &new)?;
+        d.doc.commit();
+    }
+    driftless_tests::dav_bridge::app_wait_acknowledged(&mut app, &deal_doc).await?;
+    let before = env.fake.write_count();
+    env.api.sync(BRIDGE).await?;
+    let writes = env.writes();
+    let new_writes = &writes[before..];
+    assert_eq!(new_writes.len(), 1, "{new_writes:?}");
+    assert_eq!(new_writes[0].method, "PATCH", "{new_writes:?}");
+    let stored = env.fake.get(DEAL, &anvils).context("the deal")?;
+    assert_eq!(stored["amount"], "13000.00");
+    env.quiet_round().await?;
+
+    // A deal the app creates with references is created with its associations.
+    let mut doc = automerge::AutoCommit::new();
+    let new_deal = Deal {
+        name: Some("Rockets".into()),
+        amount: Some("990.50".into()),
+        company: Some(url(&company_doc)),
+        contacts: [(url(&contact_doc), DealContact::default())]
+            .into_iter()
+            .collect(),
+        links: [(BRIDGE.to_owned(), Link::default())].into_iter().collect(),
+        ..Deal::default()
+    };
+    driftless_crdt_model::create_deal(&mut doc, &new_deal)?;
+    let rockets_doc = app_add(&mut app, doc).await?;
+    env.api.sync(BRIDGE).await?;
+    assert_eq!(env.fake.live_count(DEAL), 2);
+    let rockets = env.api.record("deal", &rockets_doc).await?;
+    let rockets_id = rockets["links"][BRIDGE]["id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("the new deal is not linked: {rockets}"))?
+        .to_owned();
+    assert_eq!(
+        env.fake.get(DEAL, &rockets_id).context("rockets")?["amount"],
+        "990.50"
+    );
+    assert_eq!(
+        env.fake.associated(DEAL, &rockets_id, COMPANY),
+        vec![acme.clone()]
+    );
+    assert_eq!(
+        env.fake.associated(DEAL, &rockets_id, CONTACT),
+        vec![jane.clone()]
+    );
+    env.quiet_round().await?;
+    env.quiet_round().await?;
+    assert_eq!(env.api.records("deal").await?.len(), 2);
+    assert_eq!(env.api.records("company").await?.len(), 1);
     Ok(())
 }

@@ -314,6 +314,7 @@ mod on_import {
                 client_secret: None,
                 api_base: fake.api_base(),
                 id_property: None,
+                objects: vec![ObjectType::Contact],
             }),
             google: None,
             graph: None,

@@ -238,7 +238,7 @@ impl Runner {
             .map_err(|e| self.local(format!("identity index: {e}")))?;
         let mut linked = incoming.as_ref().clone();
         linked.links.insert(
-            self.id().to_owned(),
+            self.link_key().to_owned(),
             Link {
                 id: href.to_owned(),
                 ..Link::default()
@@ -267,7 +267,7 @@ impl Runner {
                 }
             }
         }
-        match decide_import(self.id(), &keys, &candidates) {
+        match decide_import(self.link_key(), &keys, &candidates) {
             ImportDecision::New { suggested } => {
                 if !suggested.is_empty() {
                     let docs: Vec<String> = suggested.iter().map(|c| c.doc.to_string()).collect();
@@ -308,7 +308,7 @@ impl Runner {
         let current = driftless_crdt_model::read_contact(&am)
             .map_err(|e| self.local(format!("document {doc_id} is not a readable contact: {e}")))?;
         let (mut merged, _) = merge_contacts(&current, incoming, region);
-        let link = merged.links.entry(self.id().to_owned()).or_default();
+        let link = merged.links.entry(self.link_key().to_owned()).or_default();
         link.id = href.to_owned();
         link.removed = false;
         let (hash, _) = self

@@ -277,7 +277,15 @@ impl Bridges {
         let mut handles = BTreeMap::new();
         let mut tasks = Vec::new();
         for config in configs {
-            let provider = Provider::new(config)?;
+            // One runner per record type the bridge syncs (HubSpot: per object type).
+            let mut parts = match config.kind {
+                crate::config::BridgeKind::HubSpot => hubspot::runner_parts(config, &store)?,
+                kind => vec![(kind.into(), config.id.clone(), Provider::new(config)?)],
+            };
+            if parts.is_empty() {
+                anyhow::bail!("bridge {}: no object types to sync", config.id);
+            }
+            let (record_type, store_key, provider) = parts.remove(0);
             // A fresh actor per process start: never reused after a crash.
             let actor = ActorId::random();
             store.register_actor(actor.to_bytes(), &config.id)?;
@@ -314,7 +322,30 @@ impl Bridges {
                 shared: shared.clone(),
                 policies: policies.clone(),
                 identities: identities.clone(),
+                record_type,
+                store_key,
+                siblings: Vec::new(),
             };
+            let mut runner = runner;
+            for (record_type, store_key, provider) in parts {
+                let actor = ActorId::random();
+                store.register_actor(actor.to_bytes(), &config.id)?;
+                runner.siblings.push(Runner {
+                    pull_pending: runner.pull_pending.clone(),
+                    google_watch: None,
+                    config: config.clone(),
+                    provider,
+                    store: store.clone(),
+                    net_tx: net_tx.clone(),
+                    actor,
+                    shared: shared.clone(),
+                    policies: policies.clone(),
+                    identities: identities.clone(),
+                    record_type,
+                    store_key,
+                    siblings: Vec::new(),
+                });
+            }
             tasks.push(tokio::spawn(runner.run(commands_rx, stop_rx.clone())));
             info!(bridge = %config.id, kind = config.kind.as_str(), url = %config.url, "bridge started");
             handles.insert(
@@ -481,10 +512,24 @@ struct Runner {
     shared: Arc<Mutex<Shared>>,
     policies: Arc<Policies>,
     identities: Arc<identity_import::Identities>,
+    /// What this runner syncs: the bridge kind's record type, or a HubSpot object type's.
+    record_type: record::RecordType,
+    /// The key of this runner's rows in the bridge store (links, cursors, failed jobs): the
+    /// bridge id, or `{id}/{object}` for a HubSpot bridge's further object types.
+    store_key: String,
+    /// Runners of the same bridge for its further object types, run after this one in each
+    /// round (see `hubspot::object_runners`).
+    siblings: Vec<Runner>,
 }
 
 impl Runner {
+    /// This runner's store key (the bridge id, or `{id}/{object}`), also used in logs and errors.
     fn id(&self) -> &str {
+        &self.store_key
+    }
+
+    /// The key of this bridge's links in documents: always the bridge id (contracts).
+    fn link_key(&self) -> &str {
         &self.config.id
     }
 
@@ -604,16 +649,27 @@ impl Runner {
         }
     }
 
+    /// One round of this runner and then of its siblings (the bridge's further record types).
     async fn round(&self, confirm_deletes: bool) -> Result<RoundReport, BridgeError> {
         let mut report = RoundReport {
             state: "idle",
             ..RoundReport::default()
         };
+        for runner in std::iter::once(self).chain(&self.siblings) {
+            runner.round_of_type(confirm_deletes, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn round_of_type(
+        &self,
+        confirm_deletes: bool,
+        report: &mut RoundReport,
+    ) -> Result<(), BridgeError> {
         self.finish_pending_imports().await?;
         self.follow_merges()?;
-        self.pull(confirm_deletes, &mut report).await?;
-        self.push(&mut report).await?;
-        Ok(report)
+        self.pull(confirm_deletes, report).await?;
+        self.push(report).await
     }
 
     // ---------------------------------------------------------------------------------------
@@ -696,7 +752,7 @@ impl Runner {
     /// bridge decides (where Automerge picked another value), so every replica and provider
     /// reads it. Returns whether it wrote.
     async fn resolve_by_policy(&self, doc_id: &DocumentId) -> Result<bool, BridgeError> {
-        let record_type = Record::type_name(self.config.kind);
+        let record_type = Record::type_name(self.record_type);
         if !self.policies.has_authority_for(record_type) {
             return Ok(false);
         }
@@ -722,14 +778,14 @@ impl Runner {
             return Ok(false);
         }
         // Unreadable: the push reports it as this record's failure.
-        let Ok(current) = Record::read(self.config.kind, &am) else {
+        let Ok(current) = Record::read(self.record_type, &am) else {
             return Ok(false);
         };
         let mut json = current.to_json();
         for (path, value) in &resolutions {
             policy::set_dotted(&mut json, path, value.clone());
         }
-        let resolved = Record::from_json(self.config.kind, json)
+        let resolved = Record::from_json(self.record_type, json)
             .map_err(|e| self.record_err(format!("resolving by policy: {e}"), None))?;
         let fields: Vec<&str> = resolutions.iter().map(|(f, _)| f.as_str()).collect();
         let (hash, _) = self
@@ -760,7 +816,7 @@ impl Runner {
     }
 
     fn shadow_record(&self, shadow: &Shadow) -> Result<Record, BridgeError> {
-        Record::from_json(self.config.kind, shadow.canonical.clone())
+        Record::from_json(self.record_type, shadow.canonical.clone())
             .map_err(|e| self.local(format!("shadow of document {}: {e}", shadow.doc)))
     }
 
@@ -933,7 +989,7 @@ impl Runner {
     ) -> Result<(Option<ChangeHash>, Vec<u8>), BridgeError> {
         let mut with_link = record.clone();
         with_link.links_mut().insert(
-            self.id().to_owned(),
+            self.link_key().to_owned(),
             driftless_crdt_model::Link {
                 id: href.to_owned(),
                 ..Default::default()
@@ -988,7 +1044,7 @@ impl Runner {
     ) -> Result<Record, BridgeError> {
         let Some(current) = self
             .load(doc_id)?
-            .and_then(|am| Record::read(self.config.kind, &am).ok())
+            .and_then(|am| Record::read(self.record_type, &am).ok())
         else {
             return Ok(old);
         };
@@ -1012,7 +1068,7 @@ impl Runner {
                 }
             }
         }
-        Record::from_json(self.config.kind, settled)
+        Record::from_json(self.record_type, settled)
             .map_err(|e| self.local(format!("document {doc_id}: settling the shadow: {e}")))
     }
 
@@ -1053,10 +1109,10 @@ impl Runner {
             });
             // The document's link follows the record.
             if let Some(am) = self.load(&doc_id)?
-                && let Ok(current) = Record::read(self.config.kind, &am)
+                && let Ok(current) = Record::read(self.record_type, &am)
             {
                 let mut moved = current.clone();
-                if let Some(link) = moved.links_mut().get_mut(self.id()) {
+                if let Some(link) = moved.links_mut().get_mut(self.link_key()) {
                     link.id = href.to_owned();
                 }
                 self.write_diff(&doc_id, &[], &current, &moved, "relink")
@@ -1084,20 +1140,20 @@ impl Runner {
     async fn import_removal(&self, href: &str, doc: &str) -> Result<(), BridgeError> {
         let doc_id = self.parse_doc_id(doc)?;
         if let Some(am) = self.load(&doc_id)?
-            && let Ok(current) = Record::read(self.config.kind, &am)
+            && let Ok(current) = Record::read(self.record_type, &am)
         {
             let mut next = current.clone();
             let others = current
                 .links()
                 .iter()
-                .filter(|(b, l)| b.as_str() != self.id() && !l.removed)
+                .filter(|(b, l)| b.as_str() != self.link_key() && !l.removed)
                 .count();
-            if let Some(link) = next.links_mut().get_mut(self.id()) {
+            if let Some(link) = next.links_mut().get_mut(self.link_key()) {
                 link.removed = true;
             }
             let authority = self
                 .policies
-                .is_delete_authority(Record::type_name(self.config.kind), self.id());
+                .is_delete_authority(Record::type_name(self.record_type), self.link_key());
             let outcome = sync::removal(others, authority);
             if outcome == Removal::Tombstone && !current.deleted() {
                 next.tombstone(now_rfc3339());
@@ -1241,11 +1297,11 @@ impl Runner {
             return Ok(());
         };
         if driftless_crdt_model::record_type(&am).as_deref()
-            != Some(Record::type_name(self.config.kind))
+            != Some(Record::type_name(self.record_type))
         {
             return Ok(());
         }
-        let record = match Record::read(self.config.kind, &am) {
+        let record = match Record::read(self.record_type, &am) {
             Ok(r) => r,
             // Only a document linked here is this bridge's job.
             Err(e) if self.linked_here(&am) => {
@@ -1253,7 +1309,7 @@ impl Runner {
             }
             Err(_) => return Ok(()),
         };
-        let Some(link) = record.links().get(self.id()).cloned() else {
+        let Some(link) = record.links().get(self.link_key()).cloned() else {
             return Ok(());
         };
         if link.removed {
@@ -1285,7 +1341,7 @@ impl Runner {
         use automerge::ReadDoc;
         matches!(
             am.get(automerge::ROOT, "links"),
-            Ok(Some((automerge::Value::Object(_), links))) if matches!(am.get(&links, self.id()), Ok(Some(_)))
+            Ok(Some((automerge::Value::Object(_), links))) if matches!(am.get(&links, self.link_key()), Ok(Some(_)))
         )
     }
 
@@ -1298,10 +1354,10 @@ impl Runner {
         let Some(am) = self.load(&doc_id)? else {
             return Ok(false);
         };
-        Ok(Record::read(self.config.kind, &am).is_ok_and(|record| {
+        Ok(Record::read(self.record_type, &am).is_ok_and(|record| {
             record
                 .links()
-                .get(self.id())
+                .get(self.link_key())
                 .is_some_and(|link| link.id.is_empty() && !link.removed)
         }))
     }
@@ -1345,7 +1401,7 @@ impl Runner {
             .map_err(|e| self.local(e))?;
         // Record the external id in the document.
         let mut linked = record.clone();
-        if let Some(link) = linked.links_mut().get_mut(self.id()) {
+        if let Some(link) = linked.links_mut().get_mut(self.link_key()) {
             link.id = href.clone();
         }
         self.write_diff(
@@ -1373,7 +1429,7 @@ impl Runner {
             let Some(mut am) = self.load(doc_id)? else {
                 return Ok(());
             };
-            let record = Record::read(self.config.kind, &am)
+            let record = Record::read(self.record_type, &am)
                 .map_err(|e| self.record_err(format!("document is not readable: {e}"), None))?;
             if record.deleted() {
                 return self.push_delete(doc_id, href, &shadow, report).await;
