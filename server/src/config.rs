@@ -64,8 +64,8 @@ pub enum Authority {
     /// This bridge's value wins; for `field = "deleted"`, its provider delete tombstones the
     /// record even while other bridges still hold it.
     Bridge(String),
-    /// No source is preferred: for now Automerge's deterministic resolution (the same on every
-    /// replica), not yet a comparison of modification times (docs/configuration.md).
+    /// The newest edit wins: provider modification time, or the app change's time (see
+    /// `bridge/latest.rs` and docs/configuration.md).
     Latest,
 }
 

@@ -78,12 +78,22 @@ impl Env {
         id_property: Option<&str>,
         objects: &[ObjectType],
     ) -> anyhow::Result<Self> {
+        Self::with_policies(fake, id_property, objects, Vec::new()).await
+    }
+
+    async fn with_policies(
+        fake: FakeHubSpot,
+        id_property: Option<&str>,
+        objects: &[ObjectType],
+        policies: Vec<driftless_server::config::Policy>,
+    ) -> anyhow::Result<Self> {
         let mut config = bridge(&fake, id_property);
         if let Some(h) = config.hubspot.as_mut() {
             h.objects = objects.to_vec();
         }
         let server = TestServer::start_with_config(move |c| {
             c.bridges = vec![config.clone()];
+            c.policies = policies.clone();
             c.public_url = Some(PUBLIC_URL.to_owned());
         })
         .await?;
@@ -771,5 +781,111 @@ async fn companies_and_deals_sync_with_associations_as_references() -> anyhow::R
     env.quiet_round().await?;
     assert_eq!(env.api.records("deal").await?.len(), 2);
     assert_eq!(env.api.records("company").await?.len(), 1);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// authority = "latest"
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The app's phone edit of contact `id`, committed with `time` (seconds) as Automerge clients
+/// stamp their changes, and acknowledged by the server.
+async fn app_phone_edit(
+    app: &mut RustClient,
+    id: &DocumentId,
+    value: &str,
+    time: i64,
+) -> anyhow::Result<()> {
+    let d = app.docs.get_mut(id).context("the app's contact")?;
+    let old = driftless_crdt_model::read_contact(&d.doc)?;
+    let mut new = old.clone();
+    let slot = new.phones.values_mut().next().context("a phone slot")?;
+    slot.value = value.to_owned();
+    driftless_crdt_model::apply_contact_diff(&mut d.doc, &old, &new)?;
+    d.doc
+        .commit_with(automerge::transaction::CommitOptions::default().with_time(time));
+    driftless_tests::dav_bridge::app_wait_acknowledged(app, id).await
+}
+
+/// With `authority = "latest"` for contact phones, a concurrent phone edit in the app and in
+/// HubSpot is won by the newer one, whichever side it is and whatever Automerge's own pick: the
+/// app's newer value is written to HubSpot once; HubSpot's newer value is kept and nothing is
+/// written back; later rounds are quiet.
+#[tokio::test]
+async fn the_latest_edit_wins_a_conflict_and_is_written_back_once() -> anyhow::Result<()> {
+    use driftless_server::config::{Authority, Policy};
+    let fake = FakeHubSpot::start().await?;
+    // Jane was created ten minutes ago (HubSpot's clock).
+    fake.advance(-600_000);
+    let jane = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("email", "jane@example.com"),
+            ("phone", "+1 415 555 0100"),
+        ],
+    );
+    let latest = vec![Policy {
+        record_type: "contact".into(),
+        field: "phones".into(),
+        authority: Authority::Latest,
+    }];
+    let env = Env::with_policies(fake, None, &[CONTACT], latest).await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_contact().await?;
+    let mut app = app_open(&env.server.url(), &doc_id, "latest-app").await?;
+    let phone_of = |record: &Value| -> Vec<String> {
+        record["phones"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p["value"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+
+    // HubSpot's edit two minutes ago, the app's now: the app's value wins and reaches HubSpot
+    // in one PATCH.
+    env.fake.advance(480_000);
+    env.fake
+        .edit(CONTACT, &jane, &[("phone", "+1 415 555 0142")]);
+    app_phone_edit(&mut app, &doc_id, "+1 415 555 0199", unix_seconds()).await?;
+    let before = env.fake.write_count();
+    env.api.sync(BRIDGE).await?;
+    let record = env.api.record("contact", &doc_id).await?;
+    assert_eq!(phone_of(&record), vec!["+1 415 555 0199"], "{record}");
+    let writes = env.writes();
+    assert_eq!(writes.len() - before, 1, "{:?}", &writes[before..]);
+    assert_eq!(
+        env.fake.get(CONTACT, &jane).context("jane")?["phone"],
+        "+1 415 555 0199"
+    );
+    env.quiet_round().await?;
+
+    // The app's edit a minute ago (its clock), HubSpot's now: HubSpot's value is kept and
+    // nothing is written back.
+    app_phone_edit(&mut app, &doc_id, "+1 415 555 0177", unix_seconds() - 60).await?;
+    env.fake.advance(120_000);
+    env.fake
+        .edit(CONTACT, &jane, &[("phone", "+1 415 555 0188")]);
+    let before = env.fake.write_count();
+    env.api.sync(BRIDGE).await?;
+    let record = env.api.record("contact", &doc_id).await?;
+    assert_eq!(phone_of(&record), vec!["+1 415 555 0188"], "{record}");
+    assert_eq!(
+        env.fake.write_count(),
+        before,
+        "{:?}",
+        &env.writes()[before..]
+    );
+    env.quiet_round().await?;
+    assert_eq!(
+        env.fake.get(CONTACT, &jane).context("jane")?["phone"],
+        "+1 415 555 0188"
+    );
     Ok(())
 }

@@ -367,6 +367,12 @@ impl HubSpotProvider {
             .map_err(|what| BridgeError::record(&self.bridge, what, None))
     }
 
+    /// The object's last-modified property (unix ms).
+    pub fn modified_at_ms(&self, raw: &str) -> Option<u64> {
+        let object: CrmObject = serde_json::from_str(raw).ok()?;
+        u64::try_from(modified_at_ms(self.object, &object)?).ok()
+    }
+
     pub fn created_document(&self, id: &str) -> Option<DocumentId> {
         locked(&self.created).get(id).cloned()
     }

@@ -31,7 +31,8 @@
 //!   round deleting more than `max_delete_fraction` of the linked records (or an empty complete
 //!   listing) applies nothing and waits in `needs_confirmation` for `?confirm_deletes=true`.
 //! - Policies: a conflict in a field whose `[[policies]]` authority is a bridge is resolved to
-//!   that bridge's value before the document is pushed and after a bridge writes into it.
+//!   that bridge's value before the document is pushed and after a bridge writes into it; with
+//!   `authority = "latest"`, to the newest edit's value (`latest`).
 //!
 //! Webhooks are hints: [`Bridges::pull_soon`] asks a bridge for a round soon, coalescing with one
 //! already pending; Google's push channels are kept by `google_watch`. Polling goes on regardless.
@@ -49,6 +50,7 @@ pub mod graph;
 mod hubspot;
 pub mod hubspot_webhook;
 pub mod identity_import;
+mod latest;
 mod merges;
 pub mod policy;
 pub mod provider;
@@ -753,7 +755,9 @@ impl Runner {
     /// reads it. Returns whether it wrote.
     async fn resolve_by_policy(&self, doc_id: &DocumentId) -> Result<bool, BridgeError> {
         let record_type = Record::type_name(self.record_type);
-        if !self.policies.has_authority_for(record_type) {
+        if !self.policies.has_authority_for(record_type)
+            && !self.policies.has_latest_for(record_type)
+        {
             return Ok(false);
         }
         let Some(am) = self.load(doc_id)? else {
@@ -773,7 +777,8 @@ impl Runner {
         }) else {
             return Ok(false);
         };
-        let resolutions = self.policies.resolutions(record_type, &conflicts);
+        let mut resolutions = self.policies.resolutions(record_type, &conflicts);
+        resolutions.extend(self.latest_resolutions(record_type, doc_id, &am, &conflicts)?);
         if resolutions.is_empty() {
             return Ok(false);
         }
@@ -1099,6 +1104,7 @@ impl Runner {
                 .await?;
             conflicts = c;
             if let Some(hash) = hash {
+                self.record_change_time(&doc_id, hash, body);
                 heads = vec![hash];
             }
         }

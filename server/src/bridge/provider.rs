@@ -117,6 +117,14 @@ impl Provider {
         }
     }
 
+    /// When the provider last modified the stored resource (unix ms), where it says so.
+    pub fn modified_at_ms(&self, raw: &str) -> Option<u64> {
+        match self {
+            Self::HubSpot(p) => p.modified_at_ms(raw),
+            Self::Dav(_) | Self::Google(_) | Self::Graph(_) => None,
+        }
+    }
+
     /// The UID the resource carries (to re-match a record after a resync).
     pub fn uid(&self, raw: &str) -> Option<String> {
         match self {
