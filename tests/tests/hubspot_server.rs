@@ -889,3 +889,115 @@ async fn the_latest_edit_wins_a_conflict_and_is_written_back_once() -> anyhow::R
     );
     Ok(())
 }
+
+// ------------------------------------------------------------------------------------------------
+// Merges made in HubSpot
+
+/// Two HubSpot contacts merged in HubSpot (`hs_merged_object_ids` on the survivor) merge their
+/// documents: the survivor's keeps every field, the absorbed one points at it (`merged_into`) and
+/// is unlinked there; nothing is archived at HubSpot; later rounds are quiet. A merge that makes a
+/// new id moves the link to it.
+#[tokio::test]
+async fn a_merge_in_hubspot_merges_the_documents_and_deletes_nothing() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let first = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("lastname", "Doe"),
+            ("email", "jane@a.example"),
+        ],
+    );
+    let second = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("lastname", "Doe"),
+            ("email", "jane@b.example"),
+            ("jobtitle", "CTO"),
+        ],
+    );
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    let doc_of = |hs: &str| {
+        let api = env.api.clone();
+        let hs = hs.to_owned();
+        async move {
+            api.record_where("contact", &format!("linked to {hs}"), |r| {
+                r["links"][BRIDGE]["id"] == hs.as_str() && r["links"][BRIDGE]["removed"] == false
+            })
+            .await
+        }
+    };
+    let (survivor_doc, _) = doc_of(&first).await?;
+    let (absorbed_doc, _) = doc_of(&second).await?;
+
+    env.fake.take_webhook_events();
+    assert_eq!(
+        env.fake.merge(CONTACT, &first, &second),
+        Some(first.clone())
+    );
+    // HubSpot's merge webhook (delivered twice) brings the merge without `/sync`.
+    let merge_events = env.fake.take_webhook_events();
+    assert!(
+        merge_events.iter().any(|e| e["subscriptionType"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".merge"))),
+        "{merge_events:?}"
+    );
+    env.deliver(&merge_events, 0).await?;
+    env.deliver(&merge_events, 1).await?;
+    env.wait_for(&absorbed_doc, |r| r["merged_into"].is_string())
+        .await?;
+    let survivor = env.api.record("contact", &survivor_doc).await?;
+    assert_eq!(survivor["job_title"], "CTO", "{survivor}");
+    assert_eq!(
+        survivor["links"][BRIDGE]["id"],
+        first.as_str(),
+        "{survivor}"
+    );
+    let absorbed = env.api.record("contact", &absorbed_doc).await?;
+    assert_eq!(absorbed["merged_into"], url(&survivor_doc), "{absorbed}");
+    assert_eq!(absorbed["links"][BRIDGE]["removed"], true, "{absorbed}");
+    assert_eq!(absorbed["deleted"], false, "{absorbed}");
+    let archives: Vec<LoggedRequest> = env
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" || r.path.contains("archive"))
+        .collect();
+    assert!(archives.is_empty(), "{archives:?}");
+    assert_eq!(env.fake.live_count(CONTACT), 1);
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+
+    // A merge that creates a new record id: the survivor document follows it.
+    env.fake.set_merge_creates_new_id(true);
+    let third = env.fake.insert(
+        CONTACT,
+        &[("firstname", "Max"), ("email", "max@example.com")],
+    );
+    env.api.sync(BRIDGE).await?;
+    let (third_doc, _) = doc_of(&third).await?;
+    let new_id = env
+        .fake
+        .merge(CONTACT, &third, &first)
+        .context("the merge's new id")?;
+    assert_ne!(new_id, third);
+    env.api.sync(BRIDGE).await?;
+    let (now_linked, record) = doc_of(&new_id).await?;
+    assert!(
+        now_linked == third_doc || now_linked == survivor_doc,
+        "the new id is linked to a document that was merged: {record}"
+    );
+    let other = if now_linked == third_doc {
+        &survivor_doc
+    } else {
+        &third_doc
+    };
+    let other = env.api.record("contact", other).await?;
+    assert_eq!(other["merged_into"], url(&now_linked), "{other}");
+    assert_eq!(env.fake.live_count(CONTACT), 1);
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+    Ok(())
+}

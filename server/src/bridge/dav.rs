@@ -238,6 +238,7 @@ impl DavProvider {
             complete,
             next_token,
             problems: Vec::new(),
+            ..Changes::default()
         })
     }
 

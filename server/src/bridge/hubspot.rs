@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use driftless_bridges::hubspot::client::{ApiError, Auth, HubSpotClient, HubSpotConfig};
 use driftless_bridges::hubspot::sync::{
     CreateLookup, ListScan, Poll, PollConfig, PollCursor, RateLimitWait, SearchPacer,
-    adopt_existing, archived_removals, create_lookup, is_news, rate_limit_wait,
+    adopt_existing, archived_removals, create_lookup, is_news, merges_in, rate_limit_wait,
 };
 use driftless_bridges::hubspot::translate::{
     apply_written, company_create, company_from_properties, company_update, contact_create,
@@ -690,9 +690,18 @@ impl HubSpotProvider {
                 .map_err(|e| self.err(e, Side::Pull, "archived contacts"))?;
             archived.extend(scan.on_page(page));
         }
-        let removed = archived_removals(&archived, &|id| links.contains_key(id));
+        let merges = merges_in(self.object, &polled, &|id| links.contains_key(id));
+        // A merged-away record is the survivor's now, not a delete.
+        let absorbed: Vec<&String> = merges.iter().flat_map(|m| &m.absorbed).collect();
+        let mut removed = archived_removals(&archived, &|id| links.contains_key(id));
+        removed.retain(|id| !absorbed.contains(&id));
 
+        let merges = merges
+            .into_iter()
+            .map(|m| (m.survivor.id.0, m.absorbed))
+            .collect();
         let mut changes = Changes {
+            merges,
             removed,
             complete: false,
             next_token: serde_json::to_string(&outcome.cursor)

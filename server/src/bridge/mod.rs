@@ -834,9 +834,12 @@ impl Runner {
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
         let id = self.id().to_owned();
-        let links = self.store.links(&id).map_err(|e| self.local(e))?;
+        let mut links = self.store.links(&id).map_err(|e| self.local(e))?;
         let token = self.store.sync_token(&id).map_err(|e| self.local(e))?;
         let changes = self.provider.changes(token.as_deref(), &links).await?;
+        if self.apply_provider_merges(&changes.merges).await? {
+            links = self.store.links(&id).map_err(|e| self.local(e))?;
+        }
         for (record, problem) in &changes.problems {
             warn!(bridge = %id, record = %record, error = %problem, "provider record not understood; skipped until it changes");
             lock(&self.shared).last_error = Some(format!("bridge {id}: {record}: {problem}"));

@@ -49,6 +49,9 @@ pub struct Changes {
     /// Records the provider reported but that cannot be used (`(id, reason)`); skipped until
     /// they change.
     pub problems: Vec<(String, String)>,
+    /// Merges made at the provider: (survivor id, linked ids merged into it). Applied before the
+    /// rest of the changes (see `merges.rs`).
+    pub merges: Vec<(String, Vec<String>)>,
 }
 
 /// How an update ended.
