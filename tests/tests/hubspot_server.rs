@@ -1001,3 +1001,59 @@ async fn a_merge_in_hubspot_merges_the_documents_and_deletes_nothing() -> anyhow
     env.quiet_round().await?;
     Ok(())
 }
+
+/// A phone the app adds reaches HubSpot in its own slot, and a later HubSpot edit of that number
+/// edits the same slot (never a second entry).
+#[tokio::test]
+async fn a_phone_the_app_adds_stays_one_slot_when_hubspot_edits_it() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("email", "jane@example.com"),
+            ("phone", "+1 415 555 0100"),
+        ],
+    );
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_contact().await?;
+    let mut app = app_open(&env.server.url(), &doc_id, "phone-adder").await?;
+    app_edit_contact(&mut app, &doc_id, |c| {
+        c.phones.insert(
+            "zz-app-slot".into(),
+            ContactPoint {
+                value: "+1 650 253 0000".into(),
+                label: Some("cell".into()),
+                ..ContactPoint::default()
+            },
+        );
+    })
+    .await?;
+    env.api.sync(BRIDGE).await?;
+    let stored = env.fake.get(CONTACT, &jane).context("jane")?;
+    assert_eq!(stored["mobilephone"], "+1 650 253 0000", "{stored:?}");
+    env.quiet_round().await?;
+
+    env.fake
+        .edit(CONTACT, &jane, &[("mobilephone", "+1 650 253 0001")]);
+    env.api.sync(BRIDGE).await?;
+    let contact = app_contact(&mut app, &doc_id).await?;
+    let mut phones: Vec<(&str, &str)> = contact
+        .phones
+        .iter()
+        .map(|(slot, p)| (slot.as_str(), p.value.as_str()))
+        .collect();
+    phones.sort();
+    assert_eq!(
+        phones.len(),
+        2,
+        "the edited number must stay in its slot: {phones:?}"
+    );
+    assert!(
+        phones.contains(&("zz-app-slot", "+1 650 253 0001")),
+        "{phones:?}"
+    );
+    env.quiet_round().await?;
+    Ok(())
+}

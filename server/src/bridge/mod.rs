@@ -1447,9 +1447,10 @@ impl Runner {
             match self.provider.update(doc_id, href, &record, &shadow).await? {
                 WriteOutcome::Unchanged => return Ok(()), // nothing the provider does not have
                 WriteOutcome::Written(Resource { etag, raw, .. }) => {
+                    // Read back against the document, so values it wrote keep its slot ids.
                     let canonical = self
                         .provider
-                        .translate(&raw, Some(&self.shadow_record(&shadow)?))
+                        .translate(&raw, Some(&record.provider_view()))
                         .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
                         .provider_view();
                     shadow.uid = self.provider.uid(&raw);
