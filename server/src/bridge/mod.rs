@@ -34,6 +34,14 @@
 //!   that bridge's value before the document is pushed and after a bridge writes into it; with
 //!   `authority = "latest"`, to the newest edit's value (`latest`).
 //!
+//! - New contacts first go through identity resolution (`identity_import`): one match attaches
+//!   to the workspace's existing contact instead of making a document. Before a push, duplicate
+//!   email/phone slots are folded (`slot_folding`); provider merges are applied first in a pull
+//!   (`merges`).
+//! - A bridge syncing several record types (HubSpot `objects`) has one `Runner` per type under
+//!   the same bridge id (its `siblings`, run in the same round); each keeps its own store rows
+//!   (`store_key`), while documents are always linked under the bridge id (`link_key`).
+//!
 //! Webhooks are hints: [`Bridges::pull_soon`] asks a bridge for a round soon, coalescing with one
 //! already pending; Google's push channels are kept by `google_watch`. Polling goes on regardless.
 //!
