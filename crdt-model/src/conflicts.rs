@@ -23,6 +23,9 @@ pub struct ConflictValue {
     pub value: Value,
     /// Who wrote it: a bridge id or `app`, from the caller's actor registry.
     pub source: String,
+    /// The operation that wrote it (actor, counter): finds the change, for its time.
+    #[serde(skip)]
+    pub op: Option<(ActorId, u64)>,
 }
 
 /// A document whose conflicts could not be listed.
@@ -71,6 +74,10 @@ fn walk<D: ReadDoc>(
                     source: match id {
                         ExId::Id(_, actor, _) => actor_source(actor),
                         ExId::Root => String::new(),
+                    },
+                    op: match id {
+                        ExId::Id(counter, actor, _) => Some((actor.clone(), *counter)),
+                        ExId::Root => None,
                     },
                 });
             }

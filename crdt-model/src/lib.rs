@@ -42,7 +42,10 @@ pub use read::{
     ReadError, ReadProblem, read_company, read_contact, read_deal, read_event, record_type, to_json,
 };
 pub use resolved_time::{ResolveError, ResolvedTime};
-pub use slots::{Fold, SlotKind, assign_slots, fold_contact, fold_slots};
+pub use slots::{
+    Fold, SlotKind, assign_slots, assign_slots_in, fold_contact, fold_contact_in, fold_slots,
+    fold_slots_in,
+};
 pub use time::{Date, EventTime, TimeParseError, WallTime};
 pub use write::{
     ChangeSummary, UpgradeError, WriteError, apply_company_diff, apply_contact_diff,

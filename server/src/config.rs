@@ -74,8 +74,8 @@ pub enum Authority {
     /// This bridge's value wins; for `field = "deleted"`, its provider delete tombstones the
     /// record even while other bridges still hold it.
     Bridge(String),
-    /// No source is preferred: for now Automerge's deterministic resolution (the same on every
-    /// replica), not yet a comparison of modification times (docs/configuration.md).
+    /// The newest edit wins: provider modification time, or the app change's time (see
+    /// `bridge/latest.rs` and docs/configuration.md).
     Latest,
 }
 
@@ -133,6 +133,49 @@ pub fn bridge_record_type(kind: BridgeKind) -> &'static str {
         }
         BridgeKind::Salesforce => driftless_crdt_model::CONTACT,
     }
+}
+
+/// A hubspot bridge's `objects` (default: contacts only): a non-empty array of distinct
+/// `contacts`, `companies`, `deals`, kept in that order.
+fn hubspot_objects(
+    value: Option<toml::Value>,
+) -> Result<Vec<driftless_bridges::hubspot::webhook::ObjectType>, String> {
+    use driftless_bridges::hubspot::webhook::ObjectType;
+    let Some(value) = value else {
+        return Ok(vec![ObjectType::Contact]);
+    };
+    let toml::Value::Array(items) = value else {
+        return Err(format!(
+            "must be an array of strings, not {}",
+            value.type_str()
+        ));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let object = match item.as_str() {
+            Some("contacts") => ObjectType::Contact,
+            Some("companies") => ObjectType::Company,
+            Some("deals") => ObjectType::Deal,
+            _ => {
+                return Err(format!(
+                    "`{item}` is not one of \"contacts\", \"companies\", \"deals\""
+                ));
+            }
+        };
+        if out.contains(&object) {
+            return Err(format!("`{item}` is listed twice"));
+        }
+        out.push(object);
+    }
+    if out.is_empty() {
+        return Err("must name at least one object type".into());
+    }
+    out.sort_by_key(|o| match o {
+        ObjectType::Company => 0,
+        ObjectType::Contact => 1,
+        ObjectType::Deal => 2,
+    });
+    Ok(out)
 }
 
 /// Checks `[[policies]]` against the record model and `bridges`: a known record type and field,
@@ -305,6 +348,9 @@ pub struct HubSpotBridgeConfig {
     /// A unique-value contact property holding the driftless document id (`id_property`):
     /// exact lookups after a lost create answer. Without it the lookup searches by email.
     pub id_property: Option<String>,
+    /// The object types synced (`objects = ["contacts", "companies", "deals"]`; default contacts
+    /// only), each by its own runner under this bridge id (see `docs/configuration.md`).
+    pub objects: Vec<driftless_bridges::hubspot::webhook::ObjectType>,
 }
 
 /// The keys of a `kind = "microsoft_graph"` entry. The mailbox is the user the refresh token
@@ -988,6 +1034,7 @@ fn parse_bridge(
         let token_url = string("token_url", false)?;
         let api_base = string("api_base", false)?.unwrap_or_else(|| HUBSPOT_API_BASE.to_owned());
         let id_property = nonempty("id_property", string("id_property", false)?)?;
+        let objects = hubspot_objects(table.remove("objects")).map_err(|m| err("objects", m))?;
         for (key, value) in [
             ("api_base", Some(&api_base)),
             ("token_url", token_url.as_ref()),
@@ -1062,6 +1109,7 @@ fn parse_bridge(
             client_secret,
             api_base,
             id_property,
+            objects,
         });
         (String::new(), None, None, None)
     } else if kind == BridgeKind::GoogleCalendar {
@@ -1869,6 +1917,7 @@ api_base = "http://127.0.0.1:9/calendar/v3/"
 
     #[test]
     fn hubspot_bridges_read_their_secrets_from_env() {
+        use driftless_bridges::hubspot::webhook::ObjectType;
         let env = |name: &str| match name {
             "HS_TOKEN" => Some("pat-s3cr3t".to_owned()),
             "HS_CLIENT_SECRET" => Some("cl13nt-s3cr3t".to_owned()),
@@ -1901,6 +1950,24 @@ id_property = "driftless_id"
         );
         assert_eq!(hubspot.api_base, HUBSPOT_API_BASE);
         assert_eq!(hubspot.id_property.as_deref(), Some("driftless_id"));
+        assert_eq!(hubspot.objects, vec![ObjectType::Contact]);
+        let all = text.replace(
+            "id_property",
+            "objects = [\"deals\", \"contacts\", \"companies\"]\nid_property",
+        );
+        let config = Config::from_toml_str_env(&all, &env).unwrap();
+        assert_eq!(
+            config.bridges[0].hubspot.as_ref().unwrap().objects,
+            vec![ObjectType::Company, ObjectType::Contact, ObjectType::Deal]
+        );
+        for bad in ["[\"tickets\"]", "[]", "[\"deals\", \"deals\"]", "\"deals\""] {
+            let text = text.replace("id_property", &format!("objects = {bad}\nid_property"));
+            let err = Config::from_toml_str_env(&text, &env).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Bridge { key, .. } if key == "objects"),
+                "{bad}: {err}"
+            );
+        }
 
         let oauth = r#"
 [[bridges]]

@@ -100,21 +100,50 @@ fn url_of(doc: &DocumentId) -> String {
     format!("automerge:{doc}")
 }
 
-/// A contact of `claims`' workspace, as stored.
+/// Which documents a merge may touch: those of `workspace` (and, for a token, those it names).
+#[derive(Clone)]
+pub struct MergeScope {
+    pub workspace: String,
+    /// The caller's token (`None`: a bridge, every document of the workspace).
+    claims: Option<Claims>,
+}
+
+impl MergeScope {
+    fn of(claims: &Claims) -> Self {
+        Self {
+            workspace: claims.ws.clone(),
+            claims: Some(claims.clone()),
+        }
+    }
+
+    /// Every document of `workspace` (a bridge applying a provider's merge).
+    pub fn workspace(workspace: &str) -> Self {
+        Self {
+            workspace: workspace.to_owned(),
+            claims: None,
+        }
+    }
+
+    fn allows(&self, doc: &DocumentId) -> bool {
+        self.claims.as_ref().is_none_or(|c| c.in_scope(doc))
+    }
+}
+
+/// A contact of the scope's workspace, as stored.
 fn load_contact(
     storage: &Storage,
-    claims: &Claims,
+    scope: &MergeScope,
     doc: &DocumentId,
 ) -> Result<(automerge::Automerge, driftless_crdt_model::Contact), MergeError> {
     let missing = || MergeError::NotFound(format!("document {doc} not found"));
-    if !claims.in_scope(doc) {
+    if !scope.allows(doc) {
         return Err(missing());
     }
     let stored = storage
         .load_stored(doc)
         .map_err(|e| MergeError::Internal(format!("document {doc}: {e}")))?
         .ok_or_else(missing)?;
-    if stored.workspace != claims.ws {
+    if stored.workspace != scope.workspace {
         return Err(missing());
     }
     let contact = driftless_crdt_model::read_contact(&stored.document).map_err(|e| {
@@ -184,20 +213,42 @@ pub async fn merge(
     }
     let survivor_id = parse_url("survivor", &request.survivor)?;
     let absorbed_id = parse_url("absorbed", &request.absorbed)?;
+    merge_documents(
+        net_tx,
+        storage,
+        &MergeScope::of(claims),
+        region,
+        &survivor_id,
+        &absorbed_id,
+    )
+    .await
+}
+
+/// [`merge`] of two documents of `scope` (no token: the bridges use it for merges made at a
+/// provider, e.g. HubSpot's `hs_merged_object_ids`).
+pub async fn merge_documents(
+    net_tx: &tokio::sync::mpsc::Sender<crate::host::HostInput>,
+    storage: &Storage,
+    scope: &MergeScope,
+    region: PhoneRegion,
+    survivor_id: &DocumentId,
+    absorbed_id: &DocumentId,
+) -> Result<Value, MergeError> {
+    let (survivor_id, absorbed_id) = (survivor_id.clone(), absorbed_id.clone());
     if survivor_id == absorbed_id {
         return Err(MergeError::BadRequest(
             "survivor and absorbed are the same document".into(),
         ));
     }
     let (survivor_doc, survivor) = {
-        let (storage, claims, id) = (storage.clone(), claims.clone(), survivor_id.clone());
-        tokio::task::spawn_blocking(move || load_contact(&storage, &claims, &id))
+        let (storage, scope, id) = (storage.clone(), scope.clone(), survivor_id.clone());
+        tokio::task::spawn_blocking(move || load_contact(&storage, &scope, &id))
             .await
             .map_err(|_| MergeError::Internal("shutting down".into()))??
     };
     let (absorbed_doc, absorbed) = {
-        let (storage, claims, id) = (storage.clone(), claims.clone(), absorbed_id.clone());
-        tokio::task::spawn_blocking(move || load_contact(&storage, &claims, &id))
+        let (storage, scope, id) = (storage.clone(), scope.clone(), absorbed_id.clone());
+        tokio::task::spawn_blocking(move || load_contact(&storage, &scope, &id))
             .await
             .map_err(|_| MergeError::Internal("shutting down".into()))??
     };
@@ -224,7 +275,7 @@ pub async fn merge(
     let (merged, report) = identity::merge_contacts(&survivor, &absorbed, region);
     write_contact(
         net_tx,
-        &claims.ws,
+        &scope.workspace,
         &survivor_id,
         survivor_doc,
         &survivor,
@@ -246,7 +297,7 @@ pub async fn merge(
     }
     write_contact(
         net_tx,
-        &claims.ws,
+        &scope.workspace,
         &absorbed_id,
         absorbed_doc,
         &absorbed,

@@ -162,6 +162,7 @@ pub async fn run_with_engine<E: host::SyncEngine>(
         &storage,
         net_tx.clone(),
         config.public_url.as_deref(),
+        config.phone_region(),
     )?);
     let http_storage = storage.clone();
     // The writer and loader threads now hold the database; ours goes, so that joining them closes it.

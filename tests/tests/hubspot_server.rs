@@ -50,6 +50,7 @@ fn bridge(fake: &FakeHubSpot, id_property: Option<&str>) -> BridgeConfig {
             client_secret: Some(Secret::new(CLIENT_SECRET)),
             api_base: fake.api_base(),
             id_property: id_property.map(str::to_owned),
+            objects: vec![ObjectType::Contact],
         }),
         google: None,
         graph: None,
@@ -70,9 +71,30 @@ impl Env {
     }
 
     async fn with(fake: FakeHubSpot, id_property: Option<&str>) -> anyhow::Result<Self> {
-        let config = bridge(&fake, id_property);
+        Self::with_objects(fake, id_property, &[CONTACT]).await
+    }
+
+    async fn with_objects(
+        fake: FakeHubSpot,
+        id_property: Option<&str>,
+        objects: &[ObjectType],
+    ) -> anyhow::Result<Self> {
+        Self::with_policies(fake, id_property, objects, Vec::new()).await
+    }
+
+    async fn with_policies(
+        fake: FakeHubSpot,
+        id_property: Option<&str>,
+        objects: &[ObjectType],
+        policies: Vec<driftless_server::config::Policy>,
+    ) -> anyhow::Result<Self> {
+        let mut config = bridge(&fake, id_property);
+        if let Some(h) = config.hubspot.as_mut() {
+            h.objects = objects.to_vec();
+        }
         let server = TestServer::start_with_config(move |c| {
             c.bridges = vec![config.clone()];
+            c.policies = policies.clone();
             c.public_url = Some(PUBLIC_URL.to_owned());
         })
         .await?;
@@ -629,5 +651,410 @@ async fn refused_deliveries_change_nothing() -> anyhow::Result<()> {
     assert_eq!(answer["hints"], 1, "{answer}");
     assert_eq!(answer["duplicates"], 0, "{answer}");
     env.wait_for(&doc_id, |r| r["job_title"] == "CEO").await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Companies, deals and associations
+
+const COMPANY: ObjectType = ObjectType::Company;
+const DEAL: ObjectType = ObjectType::Deal;
+
+fn url(id: &DocumentId) -> String {
+    format!("automerge:{id}")
+}
+
+/// Companies and deals become `company` and `deal` documents linked under the bridge id; the
+/// associations contact -> company, deal -> company and deal -> contact become `automerge:`
+/// references between them; app edits of a deal reach HubSpot once; a deal an app creates with
+/// references is created at HubSpot with its associations; quiet rounds write nothing.
+#[tokio::test]
+async fn companies_and_deals_sync_with_associations_as_references() -> anyhow::Result<()> {
+    use driftless_crdt_model::{Deal, DealContact};
+    let fake = FakeHubSpot::start().await?;
+    let acme = fake.insert(COMPANY, &[("name", "Acme"), ("domain", "acme.example")]);
+    let jane = fake.insert(
+        CONTACT,
+        &[("firstname", "Jane"), ("email", "jane@acme.example")],
+    );
+    let anvils = fake.insert(
+        DEAL,
+        &[
+            ("dealname", "Anvils"),
+            ("amount", "12500.00"),
+            ("dealstage", "appointmentscheduled"),
+            ("pipeline", "default"),
+        ],
+    );
+    assert!(fake.associate(CONTACT, &jane, COMPANY, &acme, 1));
+    assert!(fake.associate(DEAL, &anvils, COMPANY, &acme, 5));
+    assert!(fake.associate(DEAL, &anvils, CONTACT, &jane, 3));
+    let env = Env::with_objects(fake, None, &[CONTACT, COMPANY, DEAL]).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+    let status = env.api.bridge_status(BRIDGE).await?;
+    assert_eq!(status["last_error"], Value::Null, "{status}");
+
+    let one = |record_type: &'static str| {
+        let api = env.api.clone();
+        async move {
+            let all = api.records(record_type).await?;
+            match <[_; 1]>::try_from(all) {
+                Ok([one]) => anyhow::Ok(one),
+                Err(all) => bail!("expected one {record_type}, got {all:?}"),
+            }
+        }
+    };
+    let (company_doc, company) = one("company").await?;
+    assert_eq!(company["name"], "Acme", "{company}");
+    assert_eq!(company["links"][BRIDGE]["id"], acme.as_str(), "{company}");
+    let (contact_doc, contact) = one("contact").await?;
+    assert_eq!(contact["links"][BRIDGE]["id"], jane.as_str(), "{contact}");
+    assert_eq!(contact["company"], url(&company_doc), "{contact}");
+    let (deal_doc, deal) = one("deal").await?;
+    assert_eq!(deal["links"][BRIDGE]["id"], anvils.as_str(), "{deal}");
+    assert_eq!(deal["amount"], "12500.00", "{deal}");
+    assert_eq!(deal["company"], url(&company_doc), "{deal}");
+    let contacts = deal["contacts"].as_object().context("deal contacts")?;
+    assert_eq!(
+        contacts.keys().collect::<Vec<_>>(),
+        vec![&url(&contact_doc)],
+        "{deal}"
+    );
+    env.quiet_round().await?;
+
+    // The app changes the amount: one PATCH of that property.
+    let mut app = app_open(&env.server.url(), &deal_doc, "deal-app").await?;
+    {
+        let d = app.docs.get_mut(&deal_doc).context("the app's deal")?;
+        let old = driftless_crdt_model::read_deal(&d.doc)?;
+        let mut new = old.clone();
+        new.amount = Some("13000.00".into());
+        driftless_crdt_model::apply_deal_diff(&mut d.doc, &old, &new)?;
+        d.doc.commit();
+    }
+    driftless_tests::dav_bridge::app_wait_acknowledged(&mut app, &deal_doc).await?;
+    let before = env.fake.write_count();
+    env.api.sync(BRIDGE).await?;
+    let writes = env.writes();
+    let new_writes = &writes[before..];
+    assert_eq!(new_writes.len(), 1, "{new_writes:?}");
+    assert_eq!(new_writes[0].method, "PATCH", "{new_writes:?}");
+    let stored = env.fake.get(DEAL, &anvils).context("the deal")?;
+    assert_eq!(stored["amount"], "13000.00");
+    env.quiet_round().await?;
+
+    // A deal the app creates with references is created with its associations.
+    let mut doc = automerge::AutoCommit::new();
+    let new_deal = Deal {
+        name: Some("Rockets".into()),
+        amount: Some("990.50".into()),
+        company: Some(url(&company_doc)),
+        contacts: [(url(&contact_doc), DealContact::default())]
+            .into_iter()
+            .collect(),
+        links: [(BRIDGE.to_owned(), Link::default())].into_iter().collect(),
+        ..Deal::default()
+    };
+    driftless_crdt_model::create_deal(&mut doc, &new_deal)?;
+    let rockets_doc = app_add(&mut app, doc).await?;
+    env.api.sync(BRIDGE).await?;
+    assert_eq!(env.fake.live_count(DEAL), 2);
+    let rockets = env.api.record("deal", &rockets_doc).await?;
+    let rockets_id = rockets["links"][BRIDGE]["id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("the new deal is not linked: {rockets}"))?
+        .to_owned();
+    assert_eq!(
+        env.fake.get(DEAL, &rockets_id).context("rockets")?["amount"],
+        "990.50"
+    );
+    assert_eq!(
+        env.fake.associated(DEAL, &rockets_id, COMPANY),
+        vec![acme.clone()]
+    );
+    assert_eq!(
+        env.fake.associated(DEAL, &rockets_id, CONTACT),
+        vec![jane.clone()]
+    );
+    env.quiet_round().await?;
+    env.quiet_round().await?;
+    assert_eq!(env.api.records("deal").await?.len(), 2);
+    assert_eq!(env.api.records("company").await?.len(), 1);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// authority = "latest"
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The app's phone edit of contact `id`, committed with `time` (seconds) as Automerge clients
+/// stamp their changes, and acknowledged by the server.
+async fn app_phone_edit(
+    app: &mut RustClient,
+    id: &DocumentId,
+    value: &str,
+    time: i64,
+) -> anyhow::Result<()> {
+    let d = app.docs.get_mut(id).context("the app's contact")?;
+    let old = driftless_crdt_model::read_contact(&d.doc)?;
+    let mut new = old.clone();
+    let slot = new.phones.values_mut().next().context("a phone slot")?;
+    slot.value = value.to_owned();
+    driftless_crdt_model::apply_contact_diff(&mut d.doc, &old, &new)?;
+    d.doc
+        .commit_with(automerge::transaction::CommitOptions::default().with_time(time));
+    driftless_tests::dav_bridge::app_wait_acknowledged(app, id).await
+}
+
+/// With `authority = "latest"` for contact phones, a concurrent phone edit in the app and in
+/// HubSpot is won by the newer one, whichever side it is and whatever Automerge's own pick: the
+/// app's newer value is written to HubSpot once; HubSpot's newer value is kept and nothing is
+/// written back; later rounds are quiet.
+#[tokio::test]
+async fn the_latest_edit_wins_a_conflict_and_is_written_back_once() -> anyhow::Result<()> {
+    use driftless_server::config::{Authority, Policy};
+    let fake = FakeHubSpot::start().await?;
+    // Jane was created ten minutes ago (HubSpot's clock).
+    fake.advance(-600_000);
+    let jane = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("email", "jane@example.com"),
+            ("phone", "+1 415 555 0100"),
+        ],
+    );
+    let latest = vec![Policy {
+        record_type: "contact".into(),
+        field: "phones".into(),
+        authority: Authority::Latest,
+    }];
+    let env = Env::with_policies(fake, None, &[CONTACT], latest).await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_contact().await?;
+    let mut app = app_open(&env.server.url(), &doc_id, "latest-app").await?;
+    let phone_of = |record: &Value| -> Vec<String> {
+        record["phones"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p["value"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+
+    // HubSpot's edit two minutes ago, the app's now: the app's value wins and reaches HubSpot
+    // in one PATCH.
+    env.fake.advance(480_000);
+    env.fake
+        .edit(CONTACT, &jane, &[("phone", "+1 415 555 0142")]);
+    app_phone_edit(&mut app, &doc_id, "+1 415 555 0199", unix_seconds()).await?;
+    let before = env.fake.write_count();
+    env.api.sync(BRIDGE).await?;
+    let record = env.api.record("contact", &doc_id).await?;
+    assert_eq!(phone_of(&record), vec!["+1 415 555 0199"], "{record}");
+    let writes = env.writes();
+    assert_eq!(writes.len() - before, 1, "{:?}", &writes[before..]);
+    assert_eq!(
+        env.fake.get(CONTACT, &jane).context("jane")?["phone"],
+        "+1 415 555 0199"
+    );
+    env.quiet_round().await?;
+
+    // The app's edit a minute ago (its clock), HubSpot's now: HubSpot's value is kept and
+    // nothing is written back.
+    app_phone_edit(&mut app, &doc_id, "+1 415 555 0177", unix_seconds() - 60).await?;
+    env.fake.advance(120_000);
+    env.fake
+        .edit(CONTACT, &jane, &[("phone", "+1 415 555 0188")]);
+    let before = env.fake.write_count();
+    env.api.sync(BRIDGE).await?;
+    let record = env.api.record("contact", &doc_id).await?;
+    assert_eq!(phone_of(&record), vec!["+1 415 555 0188"], "{record}");
+    assert_eq!(
+        env.fake.write_count(),
+        before,
+        "{:?}",
+        &env.writes()[before..]
+    );
+    env.quiet_round().await?;
+    assert_eq!(
+        env.fake.get(CONTACT, &jane).context("jane")?["phone"],
+        "+1 415 555 0188"
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Merges made in HubSpot
+
+/// Two HubSpot contacts merged in HubSpot (`hs_merged_object_ids` on the survivor) merge their
+/// documents: the survivor's keeps every field, the absorbed one points at it (`merged_into`) and
+/// is unlinked there; nothing is archived at HubSpot; later rounds are quiet. A merge that makes a
+/// new id moves the link to it.
+#[tokio::test]
+async fn a_merge_in_hubspot_merges_the_documents_and_deletes_nothing() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let first = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("lastname", "Doe"),
+            ("email", "jane@a.example"),
+        ],
+    );
+    let second = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("lastname", "Doe"),
+            ("email", "jane@b.example"),
+            ("jobtitle", "CTO"),
+        ],
+    );
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    let doc_of = |hs: &str| {
+        let api = env.api.clone();
+        let hs = hs.to_owned();
+        async move {
+            api.record_where("contact", &format!("linked to {hs}"), |r| {
+                r["links"][BRIDGE]["id"] == hs.as_str() && r["links"][BRIDGE]["removed"] == false
+            })
+            .await
+        }
+    };
+    let (survivor_doc, _) = doc_of(&first).await?;
+    let (absorbed_doc, _) = doc_of(&second).await?;
+
+    env.fake.take_webhook_events();
+    assert_eq!(
+        env.fake.merge(CONTACT, &first, &second),
+        Some(first.clone())
+    );
+    // HubSpot's merge webhook (delivered twice) brings the merge without `/sync`.
+    let merge_events = env.fake.take_webhook_events();
+    assert!(
+        merge_events.iter().any(|e| e["subscriptionType"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".merge"))),
+        "{merge_events:?}"
+    );
+    env.deliver(&merge_events, 0).await?;
+    env.deliver(&merge_events, 1).await?;
+    env.wait_for(&absorbed_doc, |r| r["merged_into"].is_string())
+        .await?;
+    let survivor = env.api.record("contact", &survivor_doc).await?;
+    assert_eq!(survivor["job_title"], "CTO", "{survivor}");
+    assert_eq!(
+        survivor["links"][BRIDGE]["id"],
+        first.as_str(),
+        "{survivor}"
+    );
+    let absorbed = env.api.record("contact", &absorbed_doc).await?;
+    assert_eq!(absorbed["merged_into"], url(&survivor_doc), "{absorbed}");
+    assert_eq!(absorbed["links"][BRIDGE]["removed"], true, "{absorbed}");
+    assert_eq!(absorbed["deleted"], false, "{absorbed}");
+    let archives: Vec<LoggedRequest> = env
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" || r.path.contains("archive"))
+        .collect();
+    assert!(archives.is_empty(), "{archives:?}");
+    assert_eq!(env.fake.live_count(CONTACT), 1);
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+
+    // A merge that creates a new record id: the survivor document follows it.
+    env.fake.set_merge_creates_new_id(true);
+    let third = env.fake.insert(
+        CONTACT,
+        &[("firstname", "Max"), ("email", "max@example.com")],
+    );
+    env.api.sync(BRIDGE).await?;
+    let (third_doc, _) = doc_of(&third).await?;
+    let new_id = env
+        .fake
+        .merge(CONTACT, &third, &first)
+        .context("the merge's new id")?;
+    assert_ne!(new_id, third);
+    env.api.sync(BRIDGE).await?;
+    let (now_linked, record) = doc_of(&new_id).await?;
+    assert!(
+        now_linked == third_doc || now_linked == survivor_doc,
+        "the new id is linked to a document that was merged: {record}"
+    );
+    let other = if now_linked == third_doc {
+        &survivor_doc
+    } else {
+        &third_doc
+    };
+    let other = env.api.record("contact", other).await?;
+    assert_eq!(other["merged_into"], url(&now_linked), "{other}");
+    assert_eq!(env.fake.live_count(CONTACT), 1);
+    env.api.sync(BRIDGE).await?;
+    env.quiet_round().await?;
+    Ok(())
+}
+
+/// A phone the app adds reaches HubSpot in its own slot, and a later HubSpot edit of that number
+/// edits the same slot (never a second entry).
+#[tokio::test]
+async fn a_phone_the_app_adds_stays_one_slot_when_hubspot_edits_it() -> anyhow::Result<()> {
+    let fake = FakeHubSpot::start().await?;
+    let jane = fake.insert(
+        CONTACT,
+        &[
+            ("firstname", "Jane"),
+            ("email", "jane@example.com"),
+            ("phone", "+1 415 555 0100"),
+        ],
+    );
+    let env = Env::with(fake, None).await?;
+    env.api.sync(BRIDGE).await?;
+    let (doc_id, _) = env.only_contact().await?;
+    let mut app = app_open(&env.server.url(), &doc_id, "phone-adder").await?;
+    app_edit_contact(&mut app, &doc_id, |c| {
+        c.phones.insert(
+            "zz-app-slot".into(),
+            ContactPoint {
+                value: "+1 650 253 0000".into(),
+                label: Some("cell".into()),
+                ..ContactPoint::default()
+            },
+        );
+    })
+    .await?;
+    env.api.sync(BRIDGE).await?;
+    let stored = env.fake.get(CONTACT, &jane).context("jane")?;
+    assert_eq!(stored["mobilephone"], "+1 650 253 0000", "{stored:?}");
+    env.quiet_round().await?;
+
+    env.fake
+        .edit(CONTACT, &jane, &[("mobilephone", "+1 650 253 0001")]);
+    env.api.sync(BRIDGE).await?;
+    let contact = app_contact(&mut app, &doc_id).await?;
+    let mut phones: Vec<(&str, &str)> = contact
+        .phones
+        .iter()
+        .map(|(slot, p)| (slot.as_str(), p.value.as_str()))
+        .collect();
+    phones.sort();
+    assert_eq!(
+        phones.len(),
+        2,
+        "the edited number must stay in its slot: {phones:?}"
+    );
+    assert!(
+        phones.contains(&("zz-app-slot", "+1 650 253 0001")),
+        "{phones:?}"
+    );
+    env.quiet_round().await?;
     Ok(())
 }

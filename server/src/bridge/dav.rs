@@ -152,6 +152,7 @@ impl DavProvider {
         match record {
             Record::Event(e) => translate::event_to_ical(base, e, uid),
             Record::Contact(c) => translate::contact_to_vcard(base, c, uid),
+            other => Err(format!("a {} has no DAV form", other.type_name_of())),
         }
     }
 
@@ -237,6 +238,7 @@ impl DavProvider {
             complete,
             next_token,
             problems: Vec::new(),
+            ..Changes::default()
         })
     }
 

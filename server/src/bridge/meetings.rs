@@ -390,6 +390,7 @@ pub fn copy_conflicts(doc: &CalendarEvent) -> Vec<FieldConflict> {
                     values: vec![ConflictValue {
                         value: winner.clone(),
                         source: document_source.clone(),
+                        op: None,
                     }],
                     winner,
                 })
@@ -397,6 +398,7 @@ pub fn copy_conflicts(doc: &CalendarEvent) -> Vec<FieldConflict> {
                 .push(ConflictValue {
                     value: value.clone(),
                     source: bridge.clone(),
+                    op: None,
                 });
         }
     }
@@ -551,7 +553,7 @@ pub(super) enum Imported {
 fn event_of_record(record: &Record) -> Option<&CalendarEvent> {
     match record {
         Record::Event(e) => Some(e),
-        Record::Contact(_) => None,
+        Record::Contact(_) | Record::Company(_) | Record::Deal(_) => None,
     }
 }
 
@@ -559,7 +561,7 @@ impl Runner {
     /// The role of the copy stored as `raw` (`None`: this bridge's records are no mailbox copies).
     pub(super) async fn copy_role(&self, raw: &str) -> Result<Option<CopyRole>, BridgeError> {
         // Contacts (a Graph bridge with `resource = "contacts"`) are no meeting copies.
-        if Record::type_name(self.config.kind) != "calendar_event" {
+        if Record::type_name(self.record_type) != "calendar_event" {
             return Ok(None);
         }
         // Without its address a Graph copy still has a role; only its owner's response is
@@ -884,7 +886,7 @@ impl Runner {
         };
         let copy = match self.shadow_record(shadow)? {
             Record::Event(e) => e,
-            Record::Contact(_) => return Ok(record.clone()),
+            Record::Contact(_) | Record::Company(_) | Record::Deal(_) => return Ok(record.clone()),
         };
         Ok(Record::Event(Box::new(push_view(doc, &copy, &role))))
     }
@@ -918,13 +920,13 @@ impl Runner {
     /// Whether this bridge's delete of the meeting in `current` tombstones it (see
     /// [`is_delete_authority`]).
     pub(super) fn meeting_delete_authority(&self, current: &Record) -> bool {
-        let record_type = Record::type_name(self.config.kind);
+        let record_type = Record::type_name(self.record_type);
         let policy = self.policies.authority(record_type, "deleted");
         match event_of_record(current) {
             Some(doc) if matches!(self.provider, Provider::Google(_) | Provider::Graph(_)) => {
                 is_delete_authority(doc, self.id(), policy)
             }
-            _ => policy == Some(self.id()),
+            _ => policy == Some(self.link_key()),
         }
     }
 }
@@ -1186,11 +1188,13 @@ mod tests {
             vec![
                 ConflictValue {
                     value: json!("Budget"),
-                    source: "google-alice".into()
+                    source: "google-alice".into(),
+                    op: None,
                 },
                 ConflictValue {
                     value: json!("Bob's title"),
-                    source: "graph-bob".into()
+                    source: "graph-bob".into(),
+                    op: None,
                 },
             ]
         );
@@ -1212,11 +1216,13 @@ mod tests {
             vec![
                 ConflictValue {
                     value: json!("Budget"),
-                    source: "app".into()
+                    source: "app".into(),
+                    op: None,
                 },
                 ConflictValue {
                     value: json!("What Google keeps"),
-                    source: "google-alice".into()
+                    source: "google-alice".into(),
+                    op: None,
                 },
             ]
         );

@@ -36,7 +36,16 @@
 //!   round deleting more than `max_delete_fraction` of the linked records (or an empty complete
 //!   listing) applies nothing and waits in `needs_confirmation` for `?confirm_deletes=true`.
 //! - Policies: a conflict in a field whose `[[policies]]` authority is a bridge is resolved to
-//!   that bridge's value before the document is pushed and after a bridge writes into it.
+//!   that bridge's value before the document is pushed and after a bridge writes into it; with
+//!   `authority = "latest"`, to the newest edit's value (`latest`).
+//!
+//! - New contacts first go through identity resolution (`identity_import`): one match attaches
+//!   to the workspace's existing contact instead of making a document. Before a push, duplicate
+//!   email/phone slots are folded (`slot_folding`); provider merges are applied first in a pull
+//!   (`merges`).
+//! - A bridge syncing several record types (HubSpot `objects`) has one `Runner` per type under
+//!   the same bridge id (its `siblings`, run in the same round); each keeps its own store rows
+//!   (`store_key`), while documents are always linked under the bridge id (`link_key`).
 //!
 //! Webhooks are hints: [`Bridges::pull_soon`] asks a bridge for a round soon, coalescing with one
 //! already pending; Google's push channels are kept by `google_watch`. Polling goes on regardless.
@@ -53,12 +62,15 @@ pub mod google_watch;
 pub mod graph;
 mod hubspot;
 pub mod hubspot_webhook;
+pub mod identity_import;
+mod latest;
 pub mod meetings;
 mod merges;
 pub mod policy;
 pub mod provider;
 pub mod record;
 mod salesforce;
+mod slot_folding;
 pub mod store;
 pub mod translate;
 
@@ -290,6 +302,7 @@ impl Bridges {
         storage: &Storage,
         net_tx: mpsc::Sender<HostInput>,
         public_url: Option<&str>,
+        phone_region: driftless_crdt_model::identity::PhoneRegion,
     ) -> anyhow::Result<Self> {
         crate::config::validate_policies(policies, configs)?;
         if configs.is_empty() {
@@ -300,10 +313,26 @@ impl Bridges {
         // Before any bridge task runs, so no first round imports a known meeting anew.
         meetings::backfill_index(&store, configs)?;
         let (stop, stop_rx) = watch::channel(false);
+        let mut workspaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for config in configs {
+            workspaces
+                .entry(config.workspace.clone())
+                .or_default()
+                .push(config.id.clone());
+        }
+        let identities = Arc::new(identity_import::Identities::new(phone_region, workspaces));
         let mut handles = BTreeMap::new();
         let mut tasks = Vec::new();
         for config in configs {
-            let provider = Provider::new(config)?;
+            // One runner per record type the bridge syncs (HubSpot: per object type).
+            let mut parts = match config.kind {
+                crate::config::BridgeKind::HubSpot => hubspot::runner_parts(config, &store)?,
+                kind => vec![(kind.into(), config.id.clone(), Provider::new(config)?)],
+            };
+            if parts.is_empty() {
+                anyhow::bail!("bridge {}: no object types to sync", config.id);
+            }
+            let (record_type, store_key, provider) = parts.remove(0);
             // A fresh actor per process start: never reused after a crash.
             let actor = ActorId::random();
             store.register_actor(actor.to_bytes(), &config.id)?;
@@ -345,7 +374,31 @@ impl Bridges {
                 actor,
                 shared: shared.clone(),
                 policies: policies.clone(),
+                identities: identities.clone(),
+                record_type,
+                store_key,
+                siblings: Vec::new(),
             };
+            let mut runner = runner;
+            for (record_type, store_key, provider) in parts {
+                let actor = ActorId::random();
+                store.register_actor(actor.to_bytes(), &config.id)?;
+                runner.siblings.push(Runner {
+                    pull_pending: runner.pull_pending.clone(),
+                    google_watch: None,
+                    config: config.clone(),
+                    provider,
+                    store: store.clone(),
+                    net_tx: net_tx.clone(),
+                    actor,
+                    shared: shared.clone(),
+                    policies: policies.clone(),
+                    identities: identities.clone(),
+                    record_type,
+                    store_key,
+                    siblings: Vec::new(),
+                });
+            }
             tasks.push(tokio::spawn(runner.run(commands_rx, stop_rx.clone())));
             info!(bridge = %config.id, kind = config.kind.as_str(), url = %config.url, "bridge started");
             handles.insert(
@@ -511,10 +564,25 @@ struct Runner {
     actor: ActorId,
     shared: Arc<Mutex<Shared>>,
     policies: Arc<Policies>,
+    identities: Arc<identity_import::Identities>,
+    /// What this runner syncs: the bridge kind's record type, or a HubSpot object type's.
+    record_type: record::RecordType,
+    /// The key of this runner's rows in the bridge store (links, cursors, failed jobs): the
+    /// bridge id, or `{id}/{object}` for a HubSpot bridge's further object types.
+    store_key: String,
+    /// Runners of the same bridge for its further object types, run after this one in each
+    /// round (see `hubspot::object_runners`).
+    siblings: Vec<Runner>,
 }
 
 impl Runner {
+    /// This runner's store key (the bridge id, or `{id}/{object}`), also used in logs and errors.
     fn id(&self) -> &str {
+        &self.store_key
+    }
+
+    /// The key of this bridge's links in documents: always the bridge id (contracts).
+    fn link_key(&self) -> &str {
         &self.config.id
     }
 
@@ -634,16 +702,27 @@ impl Runner {
         }
     }
 
+    /// One round of this runner and then of its siblings (the bridge's further record types).
     async fn round(&self, confirm_deletes: bool) -> Result<RoundReport, BridgeError> {
         let mut report = RoundReport {
             state: "idle",
             ..RoundReport::default()
         };
+        for runner in std::iter::once(self).chain(&self.siblings) {
+            runner.round_of_type(confirm_deletes, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn round_of_type(
+        &self,
+        confirm_deletes: bool,
+        report: &mut RoundReport,
+    ) -> Result<(), BridgeError> {
         self.finish_pending_imports().await?;
         self.follow_merges()?;
-        self.pull(confirm_deletes, &mut report).await?;
-        self.push(&mut report).await?;
-        Ok(report)
+        self.pull(confirm_deletes, report).await?;
+        self.push(report).await
     }
 
     // ---------------------------------------------------------------------------------------
@@ -734,8 +813,10 @@ impl Runner {
     /// bridge decides (where Automerge picked another value), so every replica and provider
     /// reads it. Returns whether it wrote.
     async fn resolve_by_policy(&self, doc_id: &DocumentId) -> Result<bool, BridgeError> {
-        let record_type = Record::type_name(self.config.kind);
-        if !self.policies.has_authority_for(record_type) {
+        let record_type = Record::type_name(self.record_type);
+        if !self.policies.has_authority_for(record_type)
+            && !self.policies.has_latest_for(record_type)
+        {
             return Ok(false);
         }
         let Some(am) = self.load(doc_id)? else {
@@ -755,19 +836,20 @@ impl Runner {
         }) else {
             return Ok(false);
         };
-        let resolutions = self.policies.resolutions(record_type, &conflicts);
+        let mut resolutions = self.policies.resolutions(record_type, &conflicts);
+        resolutions.extend(self.latest_resolutions(record_type, doc_id, &am, &conflicts)?);
         if resolutions.is_empty() {
             return Ok(false);
         }
         // Unreadable: the push reports it as this record's failure.
-        let Ok(current) = Record::read(self.config.kind, &am) else {
+        let Ok(current) = Record::read(self.record_type, &am) else {
             return Ok(false);
         };
         let mut json = current.to_json();
         for (path, value) in &resolutions {
             policy::set_dotted(&mut json, path, value.clone());
         }
-        let resolved = Record::from_json(self.config.kind, json)
+        let resolved = Record::from_json(self.record_type, json)
             .map_err(|e| self.record_err(format!("resolving by policy: {e}"), None))?;
         let fields: Vec<&str> = resolutions.iter().map(|(f, _)| f.as_str()).collect();
         let (hash, _) = self
@@ -798,7 +880,7 @@ impl Runner {
     }
 
     fn shadow_record(&self, shadow: &Shadow) -> Result<Record, BridgeError> {
-        Record::from_json(self.config.kind, shadow.canonical.clone())
+        Record::from_json(self.record_type, shadow.canonical.clone())
             .map_err(|e| self.local(format!("shadow of document {}: {e}", shadow.doc)))
     }
 
@@ -811,9 +893,12 @@ impl Runner {
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
         let id = self.id().to_owned();
-        let links = self.store.links(&id).map_err(|e| self.local(e))?;
+        let mut links = self.store.links(&id).map_err(|e| self.local(e))?;
         let token = self.store.sync_token(&id).map_err(|e| self.local(e))?;
         let changes = self.provider.changes(token.as_deref(), &links).await?;
+        if self.apply_provider_merges(&changes.merges).await? {
+            links = self.store.links(&id).map_err(|e| self.local(e))?;
+        }
         for (record, problem) in &changes.problems {
             warn!(bridge = %id, record = %record, error = %problem, "provider record not understood; skipped until it changes");
             lock(&self.shared).last_error = Some(format!("bridge {id}: {record}: {problem}"));
@@ -925,9 +1010,10 @@ impl Runner {
         Ok(())
     }
 
-    /// A new provider record becomes a new document. The pending import (with the chosen
-    /// document id) is durable before the document is sent, so a crash at any point is finished
-    /// by [`Runner::finish_pending_imports`] instead of importing the record a second time.
+    /// A new provider record becomes a new document, unless it is a contact the workspace already
+    /// holds (see `identity_import`). The pending import (with the chosen document id) is durable
+    /// before the document is sent, so a crash at any point is finished by
+    /// [`Runner::finish_pending_imports`] instead of importing the record a second time.
     async fn import_new(
         &self,
         href: &str,
@@ -935,6 +1021,14 @@ impl Runner {
         body: &str,
         record: &Record,
     ) -> Result<(), BridgeError> {
+        // Held until the new document is durable, so no other bridge decides meanwhile.
+        let _identity_claim = match self
+            .resolve_identity(href, etag.clone(), body, record)
+            .await?
+        {
+            identity_import::IdentityOutcome::Attached => return Ok(()),
+            identity_import::IdentityOutcome::New(claim) => claim,
+        };
         let doc_id = DocumentId::from_bytes(uuid::Uuid::new_v4().as_bytes());
         let role = self.copy_role(body).await?;
         let (hash, changes) = self.new_document(href, record, role.as_ref())?;
@@ -973,7 +1067,7 @@ impl Runner {
         let mut with_link = record.clone();
         with_link
             .links_mut()
-            .insert(self.id().to_owned(), meetings::link_entry(href, role));
+            .insert(self.link_key().to_owned(), meetings::link_entry(href, role));
         let mut am = AutoCommit::new().with_actor(self.actor.clone());
         with_link
             .create(&mut am)
@@ -1024,7 +1118,7 @@ impl Runner {
     ) -> Result<Record, BridgeError> {
         let Some(current) = self
             .load(doc_id)?
-            .and_then(|am| Record::read(self.config.kind, &am).ok())
+            .and_then(|am| Record::read(self.record_type, &am).ok())
         else {
             return Ok(old);
         };
@@ -1048,7 +1142,7 @@ impl Runner {
                 }
             }
         }
-        Record::from_json(self.config.kind, settled)
+        Record::from_json(self.record_type, settled)
             .map_err(|e| self.local(format!("document {doc_id}: settling the shadow: {e}")))
     }
 
@@ -1130,6 +1224,7 @@ impl Runner {
                 .await?;
             conflicts = c;
             if let Some(hash) = hash {
+                self.record_change_time(&doc_id, hash, body);
                 heads = vec![hash];
             }
         }
@@ -1140,10 +1235,10 @@ impl Runner {
             });
             // The document's link follows the record.
             if let Some(am) = self.load(&doc_id)?
-                && let Ok(current) = Record::read(self.config.kind, &am)
+                && let Ok(current) = Record::read(self.record_type, &am)
             {
                 let mut moved = current.clone();
-                if let Some(link) = moved.links_mut().get_mut(self.id()) {
+                if let Some(link) = moved.links_mut().get_mut(self.link_key()) {
                     link.id = href.to_owned();
                 }
                 self.write_diff(&doc_id, &[], &current, &moved, "relink")
@@ -1168,15 +1263,15 @@ impl Runner {
     async fn import_removal(&self, href: &str, doc: &str) -> Result<(), BridgeError> {
         let doc_id = self.parse_doc_id(doc)?;
         if let Some(am) = self.load(&doc_id)?
-            && let Ok(current) = Record::read(self.config.kind, &am)
+            && let Ok(current) = Record::read(self.record_type, &am)
         {
             let mut next = current.clone();
             let others = current
                 .links()
                 .iter()
-                .filter(|(b, l)| b.as_str() != self.id() && !l.removed)
+                .filter(|(b, l)| b.as_str() != self.link_key() && !l.removed)
                 .count();
-            if let Some(link) = next.links_mut().get_mut(self.id()) {
+            if let Some(link) = next.links_mut().get_mut(self.link_key()) {
                 link.removed = true;
             }
             let authority = self.meeting_delete_authority(&current);
@@ -1383,17 +1478,18 @@ impl Runner {
         doc_id: &DocumentId,
         report: &mut RoundReport,
     ) -> Result<(), BridgeError> {
-        // The provider gets the policy's value, not Automerge's pick.
+        // The provider gets the policy's value, not Automerge's pick, and one slot per value.
         self.resolve_by_policy(doc_id).await?;
+        self.fold_duplicate_slots(doc_id).await?;
         let Some(mut am) = self.load(doc_id)? else {
             return Ok(());
         };
         if driftless_crdt_model::record_type(&am).as_deref()
-            != Some(Record::type_name(self.config.kind))
+            != Some(Record::type_name(self.record_type))
         {
             return Ok(());
         }
-        let record = match Record::read(self.config.kind, &am) {
+        let record = match Record::read(self.record_type, &am) {
             Ok(r) => r,
             // Only a document linked here is this bridge's job.
             Err(e) if self.linked_here(&am) => {
@@ -1401,7 +1497,7 @@ impl Runner {
             }
             Err(_) => return Ok(()),
         };
-        let Some(link) = record.links().get(self.id()).cloned() else {
+        let Some(link) = record.links().get(self.link_key()).cloned() else {
             return Ok(());
         };
         if link.removed {
@@ -1433,7 +1529,7 @@ impl Runner {
         use automerge::ReadDoc;
         matches!(
             am.get(automerge::ROOT, "links"),
-            Ok(Some((automerge::Value::Object(_), links))) if matches!(am.get(&links, self.id()), Ok(Some(_)))
+            Ok(Some((automerge::Value::Object(_), links))) if matches!(am.get(&links, self.link_key()), Ok(Some(_)))
         )
     }
 
@@ -1446,10 +1542,10 @@ impl Runner {
         let Some(am) = self.load(&doc_id)? else {
             return Ok(false);
         };
-        Ok(Record::read(self.config.kind, &am).is_ok_and(|record| {
+        Ok(Record::read(self.record_type, &am).is_ok_and(|record| {
             record
                 .links()
-                .get(self.id())
+                .get(self.link_key())
                 .is_some_and(|link| link.id.is_empty() && !link.removed)
         }))
     }
@@ -1495,7 +1591,7 @@ impl Runner {
             .map_err(|e| self.local(e))?;
         // Record the external id in the document.
         let mut linked = record.clone();
-        if let Some(link) = linked.links_mut().get_mut(self.id()) {
+        if let Some(link) = linked.links_mut().get_mut(self.link_key()) {
             link.id = href.clone();
             meetings::set_role(link, role.as_ref());
         }
@@ -1524,7 +1620,7 @@ impl Runner {
             let Some(mut am) = self.load(doc_id)? else {
                 return Ok(());
             };
-            let record = Record::read(self.config.kind, &am)
+            let record = Record::read(self.record_type, &am)
                 .map_err(|e| self.record_err(format!("document is not readable: {e}"), None))?;
             if record.deleted() {
                 return self.push_delete(doc_id, href, &shadow, report).await;
@@ -1538,9 +1634,10 @@ impl Runner {
                     return self.record_held_back(doc_id, &record, &shadow).await;
                 }
                 WriteOutcome::Written(Resource { etag, raw, .. }) => {
+                    // Read back against the document, so values it wrote keep its slot ids.
                     let canonical = self
                         .provider
-                        .translate(&raw, Some(&self.shadow_record(&shadow)?))
+                        .translate(&raw, Some(&record.provider_view()))
                         .map_err(|e| self.record_err(format!("{href} as stored: {e}"), None))?
                         .provider_view();
                     shadow.uid = self.provider.uid(&raw);

@@ -3,9 +3,11 @@
 //! Pure (no I/O): the runner writes the resolutions, the conflicts endpoint reports the winners.
 //!
 //! A policy names a top-level field (`phones`); it governs every conflict inside it
-//! (`phones.<slot>.value`). `authority = "latest"` leaves Automerge's own resolution in place.
+//! (`phones.<slot>.value`). `authority = "latest"` picks the newest of the concurrent values by
+//! the time the caller gives each (provider modification time, or the server's time for app
+//! edits; see `latest.rs`); equal or unknown times keep Automerge's own resolution.
 
-use driftless_crdt_model::FieldConflict;
+use driftless_crdt_model::{ConflictValue, FieldConflict};
 use serde_json::Value;
 
 use crate::config::{Authority, Policy};
@@ -32,6 +34,59 @@ impl Policies {
                 Authority::Bridge(id) => Some(id.as_str()),
                 Authority::Latest => None,
             })
+    }
+
+    /// Whether `field` (a top-level field) of `record_type` is decided by `latest`.
+    fn is_latest(&self, record_type: &str, field: &str) -> bool {
+        self.entries.iter().any(|p| {
+            p.record_type == record_type && p.field == field && p.authority == Authority::Latest
+        })
+    }
+
+    /// Whether any field of `record_type` is decided by `latest`.
+    pub fn has_latest_for(&self, record_type: &str) -> bool {
+        self.entries.iter().any(|p| {
+            p.record_type == record_type && p.field != "deleted" && p.authority == Authority::Latest
+        })
+    }
+
+    /// For each conflict of a `latest` field: the newest value by `time_of` (unix ms), as
+    /// `(field path, value)`, when it is not already Automerge's winner. A value without a time
+    /// never wins; when the newest time is shared by different values, Automerge's winner stays
+    /// if it is one of them, else the first of them in Automerge's order.
+    pub fn latest_resolutions(
+        &self,
+        record_type: &str,
+        conflicts: &[FieldConflict],
+        time_of: impl Fn(&ConflictValue) -> Option<u64>,
+    ) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for c in conflicts {
+            let top = c.field.split('.').next().unwrap_or_default();
+            if !self.is_latest(record_type, top) {
+                continue;
+            }
+            let timed: Vec<(u64, &Value)> = c
+                .values
+                .iter()
+                .filter_map(|v| time_of(v).map(|t| (t, &v.value)))
+                .collect();
+            let Some(newest) = timed.iter().map(|(t, _)| *t).max() else {
+                continue;
+            };
+            let candidates: Vec<&Value> = timed
+                .iter()
+                .filter(|(t, _)| *t == newest)
+                .map(|(_, v)| *v)
+                .collect();
+            if candidates.contains(&&c.winner) {
+                continue;
+            }
+            if let Some(value) = candidates.first() {
+                out.push((c.field.clone(), (*value).clone()));
+            }
+        }
+        out
     }
 
     /// Whether any field of `record_type` has a bridge as its authority.
@@ -127,7 +182,6 @@ fn set_segments(json: &mut Value, segments: &[&str], value: Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftless_crdt_model::ConflictValue;
     use serde_json::json;
 
     fn policies() -> Policies {
@@ -163,6 +217,7 @@ mod tests {
                 .map(|(v, s)| ConflictValue {
                     value: json!(v),
                     source: (*s).into(),
+                    op: None,
                 })
                 .collect(),
             winner: json!(winner),
@@ -245,5 +300,52 @@ mod tests {
             "attendees.eve@example.com.response",
             json!("x")
         ));
+    }
+
+    #[test]
+    fn latest_picks_the_newest_value_and_keeps_automerges_on_ties() {
+        let p = Policies::new(&[Policy {
+            record_type: "contact".into(),
+            field: "phones".into(),
+            authority: Authority::Latest,
+        }]);
+        assert!(p.has_latest_for("contact"));
+        assert!(!p.has_latest_for("calendar_event"));
+        assert!(!p.has_authority_for("contact"));
+        let times = |pairs: &'static [(&'static str, u64)]| {
+            move |v: &ConflictValue| {
+                pairs
+                    .iter()
+                    .find(|(value, _)| v.value == json!(value))
+                    .map(|(_, t)| *t)
+            }
+        };
+        let c = vec![
+            conflict("phones.p1.value", &[("+1", "app"), ("+2", "crm")], "+1"),
+            conflict("name.full", &[("A", "app"), ("B", "crm")], "A"),
+        ];
+        // The CRM's edit is newer: it wins its phone; `name` has no policy.
+        assert_eq!(
+            p.latest_resolutions("contact", &c, times(&[("+1", 10), ("+2", 20), ("B", 99)])),
+            vec![("phones.p1.value".to_owned(), json!("+2"))]
+        );
+        // The app's is newer: Automerge's winner already is it, nothing to write.
+        assert!(
+            p.latest_resolutions("contact", &c, times(&[("+1", 30), ("+2", 20)]))
+                .is_empty()
+        );
+        // A tie keeps Automerge's winner; an untimed value never wins.
+        assert!(
+            p.latest_resolutions("contact", &c, times(&[("+1", 20), ("+2", 20)]))
+                .is_empty()
+        );
+        assert!(
+            p.latest_resolutions("contact", &c, times(&[("+1", 20)]))
+                .is_empty()
+        );
+        assert_eq!(
+            p.latest_resolutions("contact", &c, times(&[("+2", 1)])),
+            vec![("phones.p1.value".to_owned(), json!("+2"))]
+        );
     }
 }

@@ -50,6 +50,9 @@ pub struct Changes {
     /// Records the provider reported but that cannot be used (`(id, reason)`); skipped until
     /// they change.
     pub problems: Vec<(String, String)>,
+    /// Merges made at the provider: (survivor id, linked ids merged into it). Applied before the
+    /// rest of the changes (see `merges.rs`).
+    pub merges: Vec<(String, Vec<String>)>,
 }
 
 /// How an update ended.
@@ -131,6 +134,15 @@ impl Provider {
             Self::HubSpot(p) => p.translate(raw, existing),
             Self::Graph(p) => p.translate(raw, existing),
             Self::Salesforce(p) => p.translate(raw, existing),
+        }
+    }
+
+    /// When the provider last modified the stored resource (unix ms), where it says so.
+    pub fn modified_at_ms(&self, raw: &str) -> Option<u64> {
+        match self {
+            Self::HubSpot(p) => p.modified_at_ms(raw),
+            Self::Salesforce(p) => p.modified_at_ms(raw),
+            Self::Dav(_) | Self::Google(_) | Self::Graph(_) => None,
         }
     }
 

@@ -144,6 +144,8 @@ fn resource(id: &str, record: &SObject) -> Resource {
 fn canonical_of(record: &Record) -> Option<Canonical> {
     match record.provider_view() {
         Record::Contact(c) => Some(Canonical::Contact(c)),
+        Record::Company(c) => Some(Canonical::Company(c)),
+        Record::Deal(d) => Some(Canonical::Deal(d)),
         Record::Event(_) => None,
     }
 }
@@ -152,10 +154,8 @@ fn canonical_of(record: &Record) -> Option<Canonical> {
 fn record_of(canonical: Canonical) -> Result<Record, String> {
     match canonical {
         Canonical::Contact(c) => Ok(Record::Contact(c)),
-        other => Err(format!(
-            "{} records are not handled by the bridge runner yet",
-            other.record_type()
-        )),
+        Canonical::Company(c) => Ok(Record::Company(c)),
+        Canonical::Deal(d) => Ok(Record::Deal(d)),
     }
 }
 
@@ -263,6 +263,12 @@ impl SalesforceProvider {
 
     pub fn created_document(&self, id: &str) -> Option<DocumentId> {
         locked(&self.created).get(id).cloned()
+    }
+
+    /// When Salesforce last modified the stored record (`SystemModstamp`), for `latest`.
+    pub fn modified_at_ms(&self, raw: &str) -> Option<u64> {
+        let record: SObject = serde_json::from_str(raw).ok()?;
+        u64::try_from(record.modstamp_ms()?).ok()
     }
 
     pub fn translate(&self, raw: &str, existing: Option<&Record>) -> Result<Record, String> {

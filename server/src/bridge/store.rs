@@ -14,6 +14,8 @@
 //! - `bridge_failed_jobs` (`(bridge id, document id) -> FailedJob as JSON`): outbound jobs the
 //!   provider refused for that record alone; retried with backoff while the outbox cursor moves
 //!   on past them.
+//! - `bridge_change_times` (`(document id, change hash hex) -> unix ms`): when the edit a bridge
+//!   imported was made at the provider (its modification time), for `authority = "latest"`.
 //!
 //! - `bridge_meetings` (`(workspace, meeting key) -> document id`): the workspace-wide meeting
 //!   index (`meetings`): which document holds the meeting of a UID. Claimed in the transaction
@@ -39,6 +41,8 @@ const PENDING_IMPORTS: TableDefinition<(&str, &str), &[u8]> =
 const FAILED_JOBS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("bridge_failed_jobs");
 const MEETINGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("bridge_meetings");
+const CHANGE_TIMES: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("bridge_change_times");
 
 const SYNC_TOKEN: &str = "sync_token";
 const OUTBOX_CURSOR: &str = "outbox_cursor";
@@ -133,6 +137,7 @@ impl BridgeStore {
         txn.open_table(PENDING_IMPORTS).map_err(db)?;
         txn.open_table(FAILED_JOBS).map_err(db)?;
         txn.open_table(MEETINGS).map_err(db)?;
+        txn.open_table(CHANGE_TIMES).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(Self { storage })
     }
@@ -472,6 +477,23 @@ impl BridgeStore {
             .remove((bridge, doc))
             .map_err(db)?;
         txn.commit().map_err(db)
+    }
+
+    /// Records that change `hash` of document `doc` carries an edit made at `ms` (unix ms).
+    pub fn put_change_time(&self, doc: &str, hash: &str, ms: u64) -> Result<(), StoreError> {
+        let txn = self.storage.database().begin_write().map_err(db)?;
+        txn.open_table(CHANGE_TIMES)
+            .map_err(db)?
+            .insert((doc, hash), ms)
+            .map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    /// When the edit in change `hash` of document `doc` was made, if a bridge recorded it.
+    pub fn change_time(&self, doc: &str, hash: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.storage.database().begin_read().map_err(db)?;
+        let table = txn.open_table(CHANGE_TIMES).map_err(db)?;
+        Ok(table.get((doc, hash)).map_err(db)?.map(|v| v.value()))
     }
 
     pub fn register_actor(&self, actor: &[u8], bridge: &str) -> Result<(), StoreError> {

@@ -356,6 +356,27 @@ impl FakeHubSpot {
         std::mem::take(&mut self.state().events)
     }
 
+    /// Associates `from`/`id` with `to`/`to_id` under HubSpot-defined `type_id`, as a HubSpot
+    /// user would (no request is logged). False when either object is unknown.
+    pub fn associate(
+        &self,
+        from: ObjectType,
+        id: &str,
+        to: ObjectType,
+        to_id: &str,
+        type_id: u32,
+    ) -> bool {
+        let (Ok(id), Ok(to_id)) = (id.parse::<u64>(), to_id.parse::<u64>()) else {
+            return false;
+        };
+        let mut s = self.state();
+        if s.live(from, id).is_none() || s.live(to, to_id).is_none() {
+            return false;
+        }
+        s.associations.insert((from, id, to, to_id, type_id));
+        true
+    }
+
     /// Associated ids (v4) of `from`/`id` with objects of `to`.
     pub fn associated(&self, from: ObjectType, id: &str, to: ObjectType) -> Vec<String> {
         let Ok(id) = id.parse::<u64>() else {
