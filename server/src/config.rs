@@ -215,7 +215,10 @@ pub fn validate_policies(policies: &[Policy], bridges: &[BridgeConfig]) -> Resul
                     format!("`{id}` is neither \"latest\" nor the id of a [[bridges]] entry"),
                 ));
             };
-            let syncs = bridge_record_type(bridge.kind);
+            let syncs = match (&bridge.kind, &bridge.salesforce) {
+                (BridgeKind::Salesforce, Some(sf)) => sf.object.record_type(),
+                _ => bridge_record_type(bridge.kind),
+            };
             if syncs != policy.record_type {
                 return Err(err(
                     "authority",
@@ -1271,17 +1274,7 @@ fn parse_salesforce(
     let client_secret_env = string("client_secret_env", false)?;
     let object_text = string("object", false)?.unwrap_or_else(|| "Contact".to_owned());
     let object = match SObjectType::from_name(&object_text) {
-        Some(SObjectType::Contact) => SObjectType::Contact,
-        Some(other) => {
-            return Err(err(
-                "object",
-                format!(
-                    "`{}` ({} records) is not synced by the server yet; use \"Contact\"",
-                    other.name(),
-                    other.record_type()
-                ),
-            ));
-        }
+        Some(object) => object,
         None => {
             return Err(err(
                 "object",
@@ -2331,7 +2324,6 @@ mod salesforce_config_tests {
                 entry(&format!("{MINIMAL}api_version = \"latest\"\n")),
                 "api_version",
             ),
-            (entry(&format!("{MINIMAL}object = \"Account\"\n")), "object"),
             (entry(&format!("{MINIMAL}object = \"Lead\"\n")), "object"),
             (
                 entry(&format!("{MINIMAL}id_field = \"Id, Name\"\n")),
@@ -2362,11 +2354,12 @@ mod salesforce_config_tests {
         }
         let account =
             Config::from_toml_str_env(&entry(&format!("{MINIMAL}object = \"Account\"\n")), &env)
-                .unwrap_err()
-                .to_string();
-        assert!(
-            account.contains("not synced by the server yet"),
-            "{account}"
-        );
+                .unwrap();
+        let sf = account.bridges[0].salesforce.as_ref().unwrap();
+        assert_eq!(sf.object, SObjectType::Account);
+        let bad = Config::from_toml_str_env(&entry(&format!("{MINIMAL}object = \"Lead\"\n")), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("`object`") && bad.contains("Lead"), "{bad}");
     }
 }

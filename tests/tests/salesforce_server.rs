@@ -6,7 +6,8 @@
 //! (`earliestDateAvailable` past the cursor) brings a full listing merged by id, without
 //! duplicates; a record Salesforce refuses is a failed job while the others go through;
 //! `REQUEST_LIMIT_EXCEEDED` is waited out without a retry storm; a lost create answer is adopted
-//! through the external-id upsert; an expired session is refreshed.
+//! through the external-id upsert; an expired session is refreshed. A bridge with
+//! `object = "Account"` syncs `company` documents the same way.
 //!
 //! Rounds are driven by `POST /v1/bridges/{id}/sync` (counted by the fake's request log).
 
@@ -19,7 +20,9 @@ use driftless_client_protocol::DocumentId;
 use driftless_crdt_model::{Contact, ContactPoint, Link, Name};
 use driftless_server::config::{BridgeConfig, BridgeKind, SalesforceBridgeConfig};
 use driftless_tests::TestServer;
-use driftless_tests::dav_bridge::{Api, app_add, app_contact, app_edit_contact, app_open};
+use driftless_tests::dav_bridge::{
+    Api, app_add, app_contact, app_edit_contact, app_open, app_wait_acknowledged,
+};
 use driftless_tests::fakes::salesforce::{
     FakeSalesforce, LoggedRequest, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN,
 };
@@ -31,6 +34,7 @@ const CONTACT: SObjectType = SObjectType::Contact;
 const ID_FIELD: &str = "Driftless_Id__c";
 
 struct Options {
+    object: SObjectType,
     id_field: Option<&'static str>,
     request_limit_wait: Duration,
 }
@@ -38,6 +42,7 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            object: CONTACT,
             id_field: None,
             request_limit_wait: Duration::from_secs(900),
         }
@@ -65,7 +70,7 @@ fn bridge(fake: &FakeSalesforce, options: &Options) -> BridgeConfig {
             client_secret: Some(Secret::new(OAUTH_CLIENT_SECRET)),
             refresh_token: Secret::new(OAUTH_REFRESH_TOKEN),
             token_url: fake.token_url(),
-            object: CONTACT,
+            object: options.object,
             id_field: options.id_field.map(str::to_owned),
             request_limit_wait: options.request_limit_wait,
         }),
@@ -516,5 +521,74 @@ async fn an_expired_session_is_refreshed_within_the_round() -> anyhow::Result<()
     assert_eq!(env.fake.token_requests(), tokens + 1);
     let (_, record) = env.doc_of(&id).await?;
     assert_eq!(record["job_title"], "After the timeout");
+    Ok(())
+}
+
+/// `object = "Account"`: Accounts become `company` documents; an app edit of the name is one
+/// collection PATCH of `Name` alone; a Salesforce edit reaches the document; quiet rounds write
+/// nothing.
+#[tokio::test]
+async fn accounts_become_company_documents_and_an_app_edit_is_one_write() -> anyhow::Result<()> {
+    const ACCOUNT: SObjectType = SObjectType::Account;
+    let fake = FakeSalesforce::start().await?;
+    let acme = fake.insert(
+        ACCOUNT,
+        json!({"Name": "Acme", "Website": "https://www.acme.example/", "Industry": "Tools"}),
+    );
+    let options = Options {
+        object: ACCOUNT,
+        ..Options::default()
+    };
+    let env = Env::with(fake, options).await?;
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["state"], "idle", "{report}");
+    assert!(env.api.records("contact").await?.is_empty());
+    let (doc_id, record) = env
+        .api
+        .record_where("company", &format!("linked to {acme}"), |r| {
+            r["links"][BRIDGE]["id"] == acme.as_str()
+        })
+        .await?;
+    assert_eq!(record["name"], "Acme", "{record}");
+    assert_eq!(record["industry"], "Tools", "{record}");
+    env.quiet_round().await?;
+
+    let mut app = app_open(&env.server.url(), &doc_id, "salesforce-app").await?;
+    app.sync_until_quiet(Duration::from_millis(300)).await?;
+    {
+        let d = app
+            .docs
+            .get_mut(&doc_id)
+            .context("the app holds the company")?;
+        let old = driftless_crdt_model::read_company(&d.doc)?;
+        let mut new = old.clone();
+        new.name = Some("Acme Corporation".into());
+        driftless_crdt_model::apply_company_diff(&mut d.doc, &old, &new)?;
+        d.doc.commit();
+    }
+    app_wait_acknowledged(&mut app, &doc_id).await?;
+    let before = env.write_count();
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pushed"], 1, "{report}");
+    let writes = env.fake.writes();
+    assert_eq!(writes.len(), before + 1, "{:?}", &writes[before..]);
+    assert_eq!(
+        writes[before].body["records"],
+        json!([{"attributes": {"type": "Account"}, "Id": acme, "Name": "Acme Corporation"}])
+    );
+    assert_eq!(
+        env.fake.get(ACCOUNT, &acme).context("acme")?["Industry"],
+        "Tools"
+    );
+    env.quiet_round().await?;
+
+    env.fake
+        .edit(ACCOUNT, &acme, json!({"Industry": "Robotics"}));
+    let report = env.api.sync(BRIDGE).await?;
+    assert_eq!(report["pulled"], 1, "{report}");
+    let record = env.api.record("company", &doc_id).await?;
+    assert_eq!(record["industry"], "Robotics", "{record}");
+    assert_eq!(record["name"], "Acme Corporation", "{record}");
+    env.quiet_round().await?;
     Ok(())
 }

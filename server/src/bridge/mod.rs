@@ -327,6 +327,11 @@ impl Bridges {
             // One runner per record type the bridge syncs (HubSpot: per object type).
             let mut parts = match config.kind {
                 crate::config::BridgeKind::HubSpot => hubspot::runner_parts(config, &store)?,
+                crate::config::BridgeKind::Salesforce => vec![(
+                    salesforce::record_type(config),
+                    config.id.clone(),
+                    Provider::new(config)?,
+                )],
                 kind => vec![(kind.into(), config.id.clone(), Provider::new(config)?)],
             };
             if parts.is_empty() {
@@ -1381,14 +1386,14 @@ impl Runner {
                 continue;
             };
             if driftless_crdt_model::record_type(&am).as_deref()
-                != Some(Record::type_name(self.config.kind))
+                != Some(Record::type_name(self.record_type))
             {
                 continue;
             }
-            let Ok(record) = Record::read(self.config.kind, &am) else {
+            let Ok(record) = Record::read(self.record_type, &am) else {
                 continue;
             };
-            let Some(link) = record.links().get(self.id()).cloned() else {
+            let Some(link) = record.links().get(self.link_key()).cloned() else {
                 continue;
             };
             if record.deleted() || link.removed || link.id.is_empty() {

@@ -1,7 +1,8 @@
 //! The Salesforce provider of the bridge runner: drives the sans-IO decisions of
 //! `driftless_bridges::salesforce::sync` with the Salesforce client, for the sObject type the
-//! bridge is configured with (`object`; the server wires Contact today, and everything here is
-//! parameterised by the type through `translate::Canonical`).
+//! bridge is configured with (`object`: Contact, Account or Opportunity; the runner syncs the
+//! matching record type, see [`record_type`], and everything here is parameterised by the type
+//! through `translate::Canonical`).
 //!
 //! - A record's external id is the Salesforce record id; its shadow `raw` is the record as last
 //!   read or written (JSON: every selected field, unknown ones included), so updates send only
@@ -51,7 +52,7 @@ use tracing::{info, warn};
 
 use super::BridgeError;
 use super::provider::{Changes, DeleteOutcome, Resource, StagedUpdate, WriteOutcome};
-use super::record::Record;
+use super::record::{Record, RecordType};
 use super::store::Shadow;
 use crate::config::BridgeConfig;
 
@@ -137,6 +138,16 @@ fn resource(id: &str, record: &SObject) -> Resource {
         id: id.to_owned(),
         etag: None,
         raw: serde_json::to_string(&kept).unwrap_or_default(),
+    }
+}
+
+/// The record type a `salesforce` bridge syncs: its `object`'s (Contact: `contact`, Account:
+/// `company`, Opportunity: `deal`).
+pub fn record_type(config: &BridgeConfig) -> RecordType {
+    match config.salesforce.as_ref().map(|s| s.object) {
+        Some(SObjectType::Account) => RecordType::Company,
+        Some(SObjectType::Opportunity) => RecordType::Deal,
+        Some(SObjectType::Contact) | None => RecordType::Contact,
     }
 }
 
