@@ -7,11 +7,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_server::{Config, Overrides};
 
-/// mimalloc returns the memory of unloaded documents to the OS; glibc's malloc keeps it resident
-/// (S6 in docs/benchmarks.md: RSS per idle connection).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "driftless",
